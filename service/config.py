@@ -1,0 +1,147 @@
+"""Launch configuration of the service: command-line flags, each with an environment variable.
+
+A flag given on the command line wins over its environment variable, which wins
+over the default. Host and port also read Gradio's own `GRADIO_SERVER_NAME` /
+`GRADIO_SERVER_PORT`, so the usual Gradio deployment recipes keep working.
+The password for the optional login is read from the environment only, never a
+flag, so it does not show up in `ps`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+
+from service.limits import Limits
+
+ENV_PREFIX = "LATENT_MORPH_"
+AUTH_ENV = ENV_PREFIX + "AUTH"  # "user:password"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything `python -m service` needs to start."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    models: tuple[str, ...] = ()  # model specs; empty = the default (bundled) model only
+    device: str = "auto"
+    limits: Limits = Limits()
+    auth: tuple[str, str] | None = None
+    max_file_size: str = "1mb"  # uploads; the page itself uploads nothing
+    cache_minutes: int = 60  # results are deleted from Gradio's cache after this long
+
+
+def _env(environ: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        value = environ.get(name)
+        if value is not None and value.strip() != "":
+            return value.strip()
+    return None
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """'user:password' -> ('user', 'password'); None or '' -> no login."""
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ValueError(f"{AUTH_ENV} must look like user:password")
+    return user, password
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The flags of `python -m service`, with defaults taken from `environ`."""
+    env = os.environ if environ is None else environ
+    defaults = Limits()
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve the latent morph web page and its API (api_name='morph').",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--host",
+        default=_env(env, ENV_PREFIX + "HOST", "GRADIO_SERVER_NAME") or "127.0.0.1",
+        help=f"address to listen on ({ENV_PREFIX}HOST or GRADIO_SERVER_NAME); 0.0.0.0 to serve the network",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(_env(env, ENV_PREFIX + "PORT", "GRADIO_SERVER_PORT") or 7860),
+        help=f"port ({ENV_PREFIX}PORT or GRADIO_SERVER_PORT)",
+    )
+    models_env = _env(env, ENV_PREFIX + "MODELS")
+    parser.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help=(
+            "a model visitors may pick: hub id, local diffusers folder or .safetensors file; repeat for "
+            f"several ({ENV_PREFIX}MODELS, comma-separated). Default: the bundled offline model"
+        ),
+    )
+    parser.set_defaults(env_models=tuple(spec.strip() for spec in (models_env or "").split(",") if spec.strip()))
+    parser.add_argument(
+        "--device",
+        default=_env(env, ENV_PREFIX + "DEVICE") or "auto",
+        choices=("auto", "cpu", "cuda", "mps"),
+        help=f"where the models run ({ENV_PREFIX}DEVICE)",
+    )
+    for field in fields(Limits):
+        flag = "--" + field.name.replace("_", "-")
+        env_name = ENV_PREFIX + field.name.upper()
+        kind = type(getattr(defaults, field.name))
+        raw = _env(env, env_name)
+        parser.add_argument(
+            flag,
+            dest=field.name,
+            type=kind,
+            # argparse converts a string default with `type`, so a bad variable gets a clean error
+            default=raw if raw is not None else getattr(defaults, field.name),
+            help=f"limit ({env_name})",
+        )
+    parser.add_argument(
+        "--max-file-size",
+        default=_env(env, ENV_PREFIX + "MAX_FILE_SIZE") or "1mb",
+        help=f"largest upload Gradio accepts ({ENV_PREFIX}MAX_FILE_SIZE)",
+    )
+    parser.add_argument(
+        "--cache-minutes",
+        type=int,
+        default=int(_env(env, ENV_PREFIX + "CACHE_MINUTES") or 60),
+        help=f"results are deleted this long after they are made ({ENV_PREFIX}CACHE_MINUTES)",
+    )
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Flags (then environment variables, then defaults) -> ServiceConfig. Exits 2 on bad values."""
+    env = os.environ if environ is None else environ
+    parser = build_parser(env)
+    args = parser.parse_args(argv)
+    try:
+        limits = Limits(**{field.name: getattr(args, field.name) for field in fields(Limits)})
+        auth = parse_auth(_env(env, AUTH_ENV))
+    except ValueError as error:
+        parser.error(str(error))
+    if not 0 < args.port < 65536:
+        parser.error(f"--port must be between 1 and 65535, got {args.port}")
+    if args.cache_minutes < 1:
+        parser.error(f"--cache-minutes must be at least 1, got {args.cache_minutes}")
+    models = tuple(args.models) if args.models else args.env_models
+    # the same spec twice would load the same weights twice
+    models = tuple(dict.fromkeys(models))
+    return ServiceConfig(
+        host=args.host,
+        port=args.port,
+        models=models,
+        device=args.device,
+        limits=limits,
+        auth=auth,
+        max_file_size=args.max_file_size,
+        cache_minutes=args.cache_minutes,
+    )

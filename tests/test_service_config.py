@@ -1,0 +1,55 @@
+"""Launch flags and environment variables of `python -m service`."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import parse_auth, parse_config
+
+
+def test_defaults_serve_loopback_on_7860_with_the_default_model() -> None:
+    config = parse_config([], environ={})
+    assert (config.host, config.port, config.models, config.device, config.auth) == (
+        "127.0.0.1", 7860, (), "auto", None,
+    )
+
+
+def test_environment_then_flags() -> None:
+    env = {
+        "GRADIO_SERVER_NAME": "0.0.0.0",
+        "GRADIO_SERVER_PORT": "8000",
+        "LATENT_MORPH_MODELS": "a, b ,a",
+        "LATENT_MORPH_MAX_FRAMES": "12",
+        "LATENT_MORPH_AUTH": "ann:s3cret:with-colon",
+    }
+    config = parse_config([], environ=env)
+    assert (config.host, config.port, config.models) == ("0.0.0.0", 8000, ("a", "b"))
+    assert config.limits.max_frames == 12
+    assert config.auth == ("ann", "s3cret:with-colon")
+    flagged = parse_config(["--port", "9000", "--model", "c", "--max-frames", "20", "--deadline-s", "5"], environ=env)
+    assert (flagged.port, flagged.models, flagged.limits.max_frames, flagged.limits.deadline_s) == (
+        9000, ("c",), 20, 5.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--max-frames", "0"], {}),
+        (["--port", "70000"], {}),
+        ([], {"LATENT_MORPH_MAX_STEPS": "lots"}),
+        ([], {"LATENT_MORPH_AUTH": "no-colon"}),
+        (["--device", "tpu"], {}),
+    ],
+)
+def test_bad_configuration_exits_with_code_2(argv: list[str], env: dict[str, str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_config(argv, environ=env)
+    assert exited.value.code == 2
+
+
+def test_auth_parsing() -> None:
+    assert parse_auth(None) is None
+    assert parse_auth("") is None
+    with pytest.raises(ValueError):
+        parse_auth(":pw")

@@ -1,0 +1,113 @@
+"""The worker-thread job runner: stop, deadline, out-of-memory, clean-up. No model needed."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from service.jobs import Done, JobCancelled, JobDeadline, JobOutOfMemory, MorphJob, Progress, Tick, is_out_of_memory
+
+
+class Stopped(Exception):
+    pass
+
+
+def stepping_work(steps: int, step_s: float):
+    """Work that reports each step and honours should_stop like the engine does."""
+
+    def work(report, should_stop):
+        for step in range(steps):
+            time.sleep(step_s)
+            if should_stop():
+                raise Stopped
+            report(step)
+        return "result"
+
+    return work
+
+
+def drain(job: MorphJob) -> list:
+    return [event for event in job.events(poll_s=0.05) if not isinstance(event, Tick)]
+
+
+def test_events_then_done_and_on_exit_runs_in_the_worker() -> None:
+    exited = threading.Event()
+    job = MorphJob(stepping_work(3, 0.01), deadline_s=10, on_exit=exited.set, cancelled_types=(Stopped,))
+    job.start()
+    events = drain(job)
+    assert events == [Progress(0), Progress(1), Progress(2), Done("result")]
+    assert exited.wait(2)
+
+
+def test_stop_ends_the_work_at_the_next_step() -> None:
+    exited = threading.Event()
+    job = MorphJob(stepping_work(1000, 0.02), deadline_s=60, on_exit=exited.set, cancelled_types=(Stopped,))
+    job.start()
+    events = job.events(poll_s=0.05)
+    assert isinstance(next(e for e in events if isinstance(e, Progress)), Progress)
+    started = time.monotonic()
+    job.stop()
+    with pytest.raises(JobCancelled):
+        list(events)
+    assert exited.wait(2)
+    assert time.monotonic() - started < 1.0
+
+
+def test_closing_the_handler_generator_stops_the_job() -> None:
+    """What Gradio does on Cancel / disconnect: close the generator; its finally stops the job."""
+    exited = threading.Event()
+    job = MorphJob(stepping_work(1000, 0.02), deadline_s=60, on_exit=exited.set, cancelled_types=(Stopped,))
+
+    def handler():
+        job.start()
+        try:
+            for event in job.events(poll_s=0.05):
+                yield event
+        finally:
+            job.stop()
+
+    generator = handler()
+    next(generator)
+    generator.close()
+    assert exited.wait(2), "the worker kept running after its handler was closed"
+
+
+def test_deadline_stops_the_job_with_its_own_message() -> None:
+    job = MorphJob(stepping_work(1000, 0.02), deadline_s=0.2, cancelled_types=(Stopped,))
+    job.start()
+    with pytest.raises(JobDeadline, match="0.2 s limit per job"):
+        drain(job)
+
+
+def test_out_of_memory_becomes_a_clear_error_and_the_next_job_runs() -> None:
+    import torch
+
+    def oom(report, should_stop):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    job = MorphJob(oom, deadline_s=10)
+    job.start()
+    with pytest.raises(JobOutOfMemory, match="Tried to allocate"):
+        drain(job)
+    second = MorphJob(stepping_work(2, 0.0), deadline_s=10, cancelled_types=(Stopped,))
+    second.start()
+    assert drain(second)[-1] == Done("result")
+
+
+def test_other_errors_pass_through() -> None:
+    def broken(report, should_stop):
+        raise ValueError("spacing 'even' is not implemented")
+
+    job = MorphJob(broken, deadline_s=10)
+    job.start()
+    with pytest.raises(ValueError, match="not implemented"):
+        drain(job)
+
+
+def test_out_of_memory_detection() -> None:
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
+    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
