@@ -1,0 +1,153 @@
+"""Interpolation between latents and embeddings, and how t is placed along a morph.
+
+Small pure torch functions: tensors in, tensors out, no global state. Arithmetic is
+done in float32 (half precision loses the angle between nearly parallel vectors)
+and the result is cast back to the input's dtype on the input's device.
+
+slerp follows Shoemake, "Animating rotation with quaternion curves" (SIGGRAPH 1985),
+applied globally to the whole flattened tensor: a diffusion latent is one point on a
+high-dimensional sphere, so normalising rows separately would bend the path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Above this |cos(angle)| the inputs are treated as parallel (or opposite) and slerp
+# falls back to lerp: sin(angle) is then too small to divide by safely.
+PARALLEL_THRESHOLD = 0.9995
+
+SPACINGS = ("linear", "ease", "even")
+
+
+def _as_t(t: float | torch.Tensor) -> torch.Tensor:
+    """t as a float32 CPU-or-device tensor of shape () or (n,)."""
+    t = torch.as_tensor(t, dtype=torch.float32)
+    if t.ndim > 1:
+        raise ValueError(f"t must be a number or a 1-D tensor, got shape {tuple(t.shape)}")
+    return t
+
+
+def _broadcast(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Weights of shape () or (n,) -> shape () or (n, 1, 1, ...) to scale tensors like `like`."""
+    return weights.reshape(weights.shape + (1,) * like.ndim)
+
+
+def _fix_endpoints(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Make t == 0 return exactly `a` and t == 1 exactly `b`, whatever float rounding did."""
+    if t.ndim == 0:
+        if t.item() == 0.0:
+            return a.clone()
+        if t.item() == 1.0:
+            return b.clone()
+        return out
+    out = out.clone()
+    out[t == 0.0] = a
+    out[t == 1.0] = b
+    return out
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    """Linear interpolation (1 - t) * a + t * b.
+
+    `t` is a number (result shaped like `a`) or a 1-D tensor of n values (result
+    shaped (n, *a.shape)). Computed in float32, returned in `a`'s dtype and device.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"lerp needs tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    t = _as_t(t).to(a.device)
+    a32, b32 = a.float(), b.float()
+    tt = _broadcast(t, a32)
+    out = ((1.0 - tt) * a32 + tt * b32).to(a.dtype)
+    return _fix_endpoints(out, a, b, t)
+
+
+def slerp(
+    a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor, threshold: float = PARALLEL_THRESHOLD
+) -> torch.Tensor:
+    """Spherical linear interpolation over the whole flattened tensor.
+
+    Moves along the great circle from `a` to `b` at constant angular speed; with
+    equal-norm inputs the norm is kept all along (Gaussian noise stays Gaussian-
+    looking, where lerp would shrink it mid-way). When the inputs are nearly
+    parallel or opposite (|cos| > threshold), or one is zero, the angle is
+    ill-defined and the result is lerp with the weights (1 - t) on `a` and t on `b`.
+
+    `t` is a number (result shaped like `a`) or a 1-D tensor of n values (result
+    shaped (n, *a.shape)). Exact at t = 0 and t = 1. Computed in float32, returned
+    in `a`'s dtype and device.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"slerp needs tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    t = _as_t(t).to(a.device)
+    a32, b32 = a.float(), b.float()
+    norm_a, norm_b = a32.norm(), b32.norm()
+    denominator = norm_a * norm_b
+    if denominator.item() == 0.0:
+        return lerp(a, b, t)
+    cos = ((a32 * b32).sum() / denominator).clamp(-1.0, 1.0)
+    if cos.abs().item() > threshold:
+        return lerp(a, b, t)
+    theta = torch.acos(cos)
+    sin_theta = torch.sin(theta)
+    weight_a = _broadcast(torch.sin((1.0 - t) * theta) / sin_theta, a32)
+    weight_b = _broadcast(torch.sin(t * theta) / sin_theta, a32)
+    out = (weight_a * a32 + weight_b * b32).to(a.dtype)
+    return _fix_endpoints(out, a, b, t)
+
+
+def interpolate(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor, method: str) -> torch.Tensor:
+    """`slerp` or `lerp` by name."""
+    if method == "slerp":
+        return slerp(a, b, t)
+    if method == "lerp":
+        return lerp(a, b, t)
+    raise ValueError(f"interp must be 'slerp' or 'lerp', got {method!r}")
+
+
+def ease(u: torch.Tensor) -> torch.Tensor:
+    """Smoothstep 3u^2 - 2u^3: zero slope at both ends, so frames bunch up near keyframes."""
+    return u * u * (3.0 - 2.0 * u)
+
+
+def spaced(count: int, spacing: str = "linear") -> torch.Tensor:
+    """`count` values of t in [0, 1) for one segment, start included, end excluded.
+
+    The segment's end is the next segment's start (or the final keyframe), so a
+    chain of segments holds every keyframe exactly once. "even" starts from linear
+    spacing; it is re-timed later from measured frame distances (`retime_even`).
+    """
+    if count < 1:
+        raise ValueError(f"a segment needs at least 1 frame, got {count}")
+    u = torch.arange(count, dtype=torch.float64) / count
+    if spacing in ("linear", "even"):
+        return u
+    if spacing == "ease":
+        return ease(u)
+    raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+
+
+def retime_even(t: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+    """New t values, as many as `t`, at equal steps of cumulative distance.
+
+    `t` holds increasing values from 0 to 1 (both included) and `gaps[i]` the
+    measured distance between the frames at t[i] and t[i+1]. Distance is taken as
+    linear in t inside each gap (the re-timing of DiffMorpher, CVPR 2024, with a
+    pixel distance). Returns t unchanged when all gaps are zero.
+    """
+    t = t.double()
+    gaps = gaps.double().clamp_min(0.0)
+    if t.ndim != 1 or gaps.shape != (t.numel() - 1,):
+        raise ValueError("retime_even needs n values of t and n - 1 gaps")
+    total = gaps.sum()
+    if total.item() <= 0.0:
+        return t.clone()
+    cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), gaps.cumsum(0)]) / total
+    targets = torch.linspace(0.0, 1.0, t.numel(), dtype=torch.float64)
+    # Piecewise-linear inverse of cumulative(t): find the gap each target falls in.
+    index = torch.searchsorted(cumulative, targets, right=True).clamp(1, t.numel() - 1) - 1
+    start, width = cumulative[index], gaps[index] / total
+    fraction = torch.where(width > 0, (targets - start) / width.clamp_min(1e-300), torch.zeros_like(width))
+    out = t[index] + fraction.clamp(0.0, 1.0) * (t[index + 1] - t[index])
+    out[0], out[-1] = t[0], t[-1]
+    return out

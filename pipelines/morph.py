@@ -1,0 +1,488 @@
+"""The morph: a chain of prompts rendered as frames that walk between them.
+
+Frames are independent given (model, embeddings, noise, t), so a morph is a pure
+function of its `MorphRequest`: encode each prompt once, draw one noise latent per
+keyframe seed, place t for every frame, interpolate noise (slerp) and embeddings
+(slerp or lerp), and denoise the frames in batches through the stock diffusers
+pipeline (`prompt_embeds=`, `negative_prompt_embeds=`, `latents=`). The loop is
+diffusers' own; nothing here re-implements a sampler.
+
+A keyframe's frame is exactly what the plain pipeline renders for that prompt and
+seed: its noise is what `randn_tensor` draws from `torch.Generator("cpu").manual_seed(seed)`
+and its embeddings come from the same `encode_prompt`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import torch
+
+from pipelines import metrics
+from pipelines.interpolate import SPACINGS, interpolate, retime_even, spaced
+from pipelines.loading import LoadedModel
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+INTERPS = ("slerp", "lerp")
+MANIFEST_VERSION = 1
+# Encoded prompts kept across requests (a re-render with other frames re-encodes nothing).
+TEXT_CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class MorphRequest:
+    """Everything that decides a morph's pixels; UI widgets, CLI flags and API arguments map onto it."""
+
+    prompts: tuple[str, ...]  # >= 2 keyframe prompts, rendered as a chain A -> B -> C ...
+    seeds: tuple[int, ...] = (0,)  # one seed for every keyframe, or one per prompt
+    frames: int = 16  # total frames in the output, each keyframe exactly once
+    steps: int = 20  # denoising steps per frame
+    guidance: float = 5.0  # classifier-free guidance scale (<= 1 turns guidance off)
+    width: int = 64  # pixels, a multiple of 8
+    height: int = 64  # pixels, a multiple of 8
+    negative_prompt: str = ""  # what every frame steers away from
+    interp: str = "slerp"  # "slerp" | "lerp" for the embeddings; noise is always slerped
+    spacing: str = "linear"  # "linear" | "ease" (slow near keyframes) | "even" (equal pixel steps)
+    loop: bool = False  # walk back to the first prompt at the end (without repeating it)
+    batch_size: int | None = None  # frames per pipeline call; None = sensible for the device
+
+
+class MorphCancelled(Exception):
+    """The caller's `should_stop()` returned True; raised at the next step boundary."""
+
+
+@dataclass
+class RenderedFrame:
+    """One finished frame and where it sits on the chain."""
+
+    index: int  # position in the output, 0-based
+    t: float  # 0..1 inside its segment (0 = the segment's first keyframe)
+    segment: int  # segment s walks from keyframe s to keyframe s + 1 (or back to 0 when looping)
+    image: "Image.Image"
+    nsfw: bool = False  # flagged by the safety checker (only when it is kept)
+
+
+@dataclass
+class StepProgress:
+    """Progress of a morph, reported after every denoising step."""
+
+    frames_done: int
+    frames_total: int
+    step: int  # step within the current batch, 1-based
+    steps_total: int
+
+
+@dataclass
+class MorphResult:
+    """All frames of a morph and its JSON-ready manifest."""
+
+    frames: list[RenderedFrame]
+    manifest: dict
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """Where a frame sits before it is rendered."""
+
+    index: int
+    segment: int
+    t: float
+
+
+@dataclass(frozen=True)
+class TextEmbeds:
+    """What `encode_prompt` gives for one text: token embeddings, and SDXL's pooled vector."""
+
+    embeds: torch.Tensor  # (1, tokens, width)
+    pooled: torch.Tensor | None = None  # (1, width) for SDXL, None for SD 1.x/2.x
+
+
+@dataclass(frozen=True)
+class Keyframes:
+    """What each keyframe contributes to the walk."""
+
+    seeds: list[int]
+    noise: list[torch.Tensor]  # (1, C, h, w) per keyframe, on the device
+    text: list[TextEmbeds]  # per keyframe (repeated prompts share one encoding)
+    uncond: TextEmbeds | None  # the negative prompt, None when guidance is off
+
+    def ends(self, segment: int) -> tuple[int, int]:
+        """Keyframe indices at the start and end of a segment (the last one loops to 0)."""
+        return segment, (segment + 1) % len(self.seeds)
+
+
+def check_request(request: MorphRequest) -> None:
+    """Raise ValueError naming the first bad field, its value and the rule it breaks."""
+    prompts = request.prompts
+    if not isinstance(prompts, tuple) or len(prompts) < 2:
+        raise ValueError(f"prompts must be a tuple of at least 2 prompts, got {prompts!r}")
+    for prompt in prompts:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"every prompt must be non-empty text, got {prompt!r}")
+    if len(request.seeds) not in (1, len(prompts)):
+        raise ValueError(f"seeds must hold 1 seed or one per prompt ({len(prompts)}), got {len(request.seeds)}")
+    for seed in request.seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    if request.frames < 2 or request.frames < len(prompts):
+        raise ValueError(f"frames must be >= 2 and >= the number of prompts ({len(prompts)}), got {request.frames}")
+    if request.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {request.steps}")
+    if not math.isfinite(request.guidance) or request.guidance < 0:
+        raise ValueError(f"guidance must be a finite number >= 0, got {request.guidance}")
+    for name in ("width", "height"):
+        value = getattr(request, name)
+        if value < 8 or value % 8:
+            raise ValueError(f"{name} must be a positive multiple of 8, got {value}")
+    if request.interp not in INTERPS:
+        raise ValueError(f"interp must be one of {INTERPS}, got {request.interp!r}")
+    if request.spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {request.spacing!r}")
+    if request.batch_size is not None and request.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None, got {request.batch_size}")
+
+
+def keyframe_seeds(request: MorphRequest) -> list[int]:
+    """One seed per keyframe: a single seed is shared by all of them."""
+    return list(request.seeds) * len(request.prompts) if len(request.seeds) == 1 else list(request.seeds)
+
+
+def plan_frames(keyframes: int, frames: int, loop: bool, spacing: str = "linear") -> list[FrameSpec]:
+    """Segment and t of every frame; each keyframe appears exactly once.
+
+    A chain of k keyframes has k - 1 segments (k when looping, the last walking back
+    to keyframe 0). The gaps between frames (frames - 1, or frames when looping since
+    the end wraps to the start) are shared out as evenly as possible; a segment owns
+    its start and not its end, which is the next segment's start.
+    """
+    segments = keyframes if loop else keyframes - 1
+    gaps = frames if loop else frames - 1
+    if segments < 1 or gaps < segments:
+        raise ValueError(f"{frames} frames cannot hold {keyframes} keyframes")
+    plan: list[FrameSpec] = []
+    for segment in range(segments):
+        count = gaps // segments + (1 if segment < gaps % segments else 0)
+        for t in spaced(count, spacing).tolist():
+            plan.append(FrameSpec(len(plan), segment, float(t)))
+    if not loop:
+        plan.append(FrameSpec(len(plan), segments - 1, 1.0))
+    return plan
+
+
+def draw_noise(seed: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Keyframe noise exactly as diffusers' `randn_tensor` draws it from a CPU generator.
+
+    Drawn on the CPU, then moved, so a seed gives the same frame on any device.
+    """
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
+
+
+def default_batch_size(device: torch.device, width: int, height: int) -> int:
+    """Frames per pipeline call: as many as comfortably fit, fewer for large images."""
+    pixels = width * height
+    if device.type == "cuda":
+        return max(1, min(16, 8 * 512 * 512 // pixels))
+    if device.type == "mps":
+        return max(1, min(8, 2 * 512 * 512 // pixels))
+    # On CPU batching only amortises overheads; past 4 frames it buys nothing.
+    return max(1, min(4, 4 * 256 * 256 // pixels))
+
+
+def batched(items: list, size: int) -> Iterator[list]:
+    """Consecutive slices of at most `size` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def uses_guidance(pipe, guidance: float) -> bool:
+    """Mirror of the pipeline's `do_classifier_free_guidance` (guidance-distilled UNets never use it)."""
+    return guidance > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
+
+
+class _Progress:
+    """Counts finished frames and turns pipeline step callbacks into StepProgress / cancellation."""
+
+    def __init__(
+        self,
+        frames_total: int,
+        on_step: Callable[[StepProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.frames_done = 0
+        self.frames_total = frames_total
+        self.on_step = on_step
+        self.should_stop = should_stop
+
+    def check_stop(self) -> None:
+        """Raise MorphCancelled when the caller asked to stop."""
+        if self.should_stop is not None and self.should_stop():
+            raise MorphCancelled("morph cancelled")
+
+    def callback(self, pipe, step: int, timestep, tensors: dict) -> dict:
+        """`callback_on_step_end`: raising here unwinds the pipeline call at a step boundary.
+
+        Raising (rather than setting `pipe._interrupt`) skips the pointless VAE decode
+        of a half-denoised batch; `__call__` resets its state on the next call, so the
+        pipeline stays usable.
+        """
+        self.check_stop()
+        if self.on_step is not None:
+            self.on_step(StepProgress(self.frames_done, self.frames_total, step + 1, pipe.num_timesteps))
+        return {}
+
+
+class Morpher:
+    """Renders morphs with one loaded model. Not thread-safe: serialise calls per model."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self._text_cache: OrderedDict[tuple, tuple[TextEmbeds, TextEmbeds | None]] = OrderedDict()
+
+    def frames(
+        self,
+        request: MorphRequest,
+        on_step: Callable[[StepProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[RenderedFrame]:
+        """Yield frames in order as their batch finishes.
+
+        Raises ValueError for a bad request before any work, and MorphCancelled at
+        the next step boundary once `should_stop()` returns True.
+        """
+        return self._frames(request, on_step, should_stop, {})
+
+    def render(
+        self,
+        request: MorphRequest,
+        on_step: Callable[[StepProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> MorphResult:
+        """Render all frames and build the manifest."""
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        frames = list(self._frames(request, on_step, should_stop, timings))
+        timings["total_s"] = time.perf_counter() - started
+        return MorphResult(frames=frames, manifest=self.manifest(request, frames, timings))
+
+    def _frames(
+        self,
+        request: MorphRequest,
+        on_step: Callable[[StepProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+        timings: dict[str, float],
+    ) -> Iterator[RenderedFrame]:
+        """The morph's stages; `timings` is filled in as they run."""
+        # 1. Check the request: fail before any work, naming the bad value.
+        check_request(request)
+        started = time.perf_counter()
+        # 2. Encode each distinct prompt and the negative prompt once.
+        text, uncond = self.encode(request)
+        timings["encode_s"] = time.perf_counter() - started
+        # 3. One noise latent per keyframe seed, from a CPU generator, then moved.
+        seeds = keyframe_seeds(request)
+        shape = self.latent_shape(request)
+        noise = [draw_noise(seed, shape, text[0].embeds.dtype, self.model.device) for seed in seeds]
+        keys = Keyframes(seeds=seeds, noise=noise, text=text, uncond=uncond)
+        # 4. Place every frame on the chain (segment, t); keyframes exactly once.
+        plan = plan_frames(len(request.prompts), request.frames, request.loop, request.spacing)
+        batch_size = request.batch_size or default_batch_size(self.model.device, request.width, request.height)
+        progress = _Progress(len(plan), on_step, should_stop)
+        finished: dict[int, RenderedFrame] = {}
+        if request.spacing == "even":
+            # 4b. Equal pixel steps: render a pilot at linear t, then re-time t from its gaps.
+            plan, finished = self.even_plan(plan, keys, request, batch_size, progress)
+        # 5-7. Walk noise and embeddings, denoise batch by batch, yield frames in order.
+        todo = [spec for spec in plan if spec.index not in finished]
+        next_index = 0
+        for batch in batched(todo, batch_size):
+            for frame in self.denoise(batch, keys, request, progress):
+                finished[frame.index] = frame
+            while next_index in finished:
+                yield finished.pop(next_index)
+                next_index += 1
+        while next_index in finished:  # keyframes left over from an "even" pilot
+            yield finished.pop(next_index)
+            next_index += 1
+        timings["render_s"] = time.perf_counter() - started
+
+    def latent_shape(self, request: MorphRequest) -> tuple[int, int, int, int]:
+        """Shape of one frame's latent, as the pipeline's `prepare_latents` computes it."""
+        pipe = self.model.pipe
+        scale = pipe.vae_scale_factor
+        return (1, pipe.unet.config.in_channels, request.height // scale, request.width // scale)
+
+    @torch.no_grad()
+    def encode(self, request: MorphRequest) -> tuple[list[TextEmbeds], TextEmbeds | None]:
+        """Per keyframe text embeddings, and the negative prompt's (None without guidance).
+
+        Each distinct prompt goes through `pipe.encode_prompt` once; the negative
+        prompt is encoded alongside the first one, exactly as the plain pipeline does.
+        """
+        guided = uses_guidance(self.model.pipe, request.guidance)
+        encoded: dict[str, TextEmbeds] = {}
+        uncond = None
+        for position, prompt in enumerate(dict.fromkeys(request.prompts)):
+            with_negative = guided and position == 0
+            cond, negative = self._encode_cached(prompt, request.negative_prompt if with_negative else None)
+            encoded[prompt] = cond
+            if with_negative:
+                uncond = negative
+        return [encoded[prompt] for prompt in request.prompts], uncond
+
+    def _encode_cached(self, prompt: str, negative: str | None) -> tuple[TextEmbeds, TextEmbeds | None]:
+        """One `encode_prompt` call, remembered for later requests (LRU)."""
+        key = (prompt, negative)
+        if key in self._text_cache:
+            self._text_cache.move_to_end(key)
+            return self._text_cache[key]
+        pipe = self.model.pipe
+        guided = negative is not None
+        out = pipe.encode_prompt(
+            prompt=prompt,
+            device=pipe._execution_device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=guided,
+            negative_prompt=negative,
+        )
+        if len(out) == 4:  # SDXL: (embeds, negative, pooled, negative pooled)
+            result = TextEmbeds(out[0], out[2]), (TextEmbeds(out[1], out[3]) if guided else None)
+        else:
+            result = TextEmbeds(out[0]), (TextEmbeds(out[1]) if guided else None)
+        self._text_cache[key] = result
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return result
+
+    def walk(self, batch: list[FrameSpec], keys: Keyframes, request: MorphRequest) -> dict[str, torch.Tensor]:
+        """Latents and embeddings of a batch of frames, interpolated between their keyframes."""
+        def along(values: list[torch.Tensor], method: str) -> torch.Tensor:
+            parts = []
+            for segment in dict.fromkeys(spec.segment for spec in batch):
+                start, end = keys.ends(segment)
+                t = torch.tensor([spec.t for spec in batch if spec.segment == segment], dtype=torch.float32)
+                parts.append(interpolate(values[start][0], values[end][0], t, method))
+            return torch.cat(parts)
+
+        walked = {
+            "latents": along(keys.noise, "slerp"),
+            "prompt_embeds": along([text.embeds for text in keys.text], request.interp),
+        }
+        if keys.text[0].pooled is not None:
+            walked["pooled_prompt_embeds"] = along([text.pooled for text in keys.text], request.interp)
+        if keys.uncond is not None:
+            walked["negative_prompt_embeds"] = keys.uncond.embeds.repeat(len(batch), 1, 1)
+            if keys.uncond.pooled is not None:
+                walked["negative_pooled_prompt_embeds"] = keys.uncond.pooled.repeat(len(batch), 1)
+        return walked
+
+    def step_generators(self, batch: list[FrameSpec], keys: Keyframes, request: MorphRequest) -> list[torch.Generator]:
+        """Per-frame generators for schedulers that add noise while stepping (ancestral ones).
+
+        Each is seeded with the nearer keyframe's seed and advanced past the latent
+        draw, so a keyframe's generator is in the very state the plain pipeline's is
+        after `prepare_latents`: keyframes stay exact even with stochastic samplers.
+        """
+        shape, dtype = self.latent_shape(request), keys.noise[0].dtype
+        generators = []
+        for spec in batch:
+            start, end = keys.ends(spec.segment)
+            generator = torch.Generator("cpu").manual_seed(keys.seeds[start if spec.t < 0.5 else end])
+            torch.randn(shape, generator=generator, dtype=dtype)
+            generators.append(generator)
+        return generators
+
+    def denoise(
+        self, batch: list[FrameSpec], keys: Keyframes, request: MorphRequest, progress: _Progress
+    ) -> list[RenderedFrame]:
+        """One call of the stock pipeline for a batch of frames."""
+        progress.check_stop()
+        output = self.model.pipe(
+            **self.walk(batch, keys, request),
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            height=request.height,
+            width=request.width,
+            generator=self.step_generators(batch, keys, request),
+            output_type="pil",
+            callback_on_step_end=progress.callback,
+        )
+        flagged = output.nsfw_content_detected or [False] * len(batch)
+        progress.frames_done += len(batch)
+        return [
+            RenderedFrame(spec.index, spec.t, spec.segment, image, bool(nsfw))
+            for spec, image, nsfw in zip(batch, output.images, flagged)
+        ]
+
+    def even_plan(
+        self, plan: list[FrameSpec], keys: Keyframes, request: MorphRequest, batch_size: int, progress: _Progress
+    ) -> tuple[list[FrameSpec], dict[int, RenderedFrame]]:
+        """Re-time t so consecutive frames differ by equal pixel distances, segment by segment.
+
+        Renders the plan once (linear t), measures the gaps, and moves the in-between
+        frames; keyframes do not move, so their pilot frames are kept and returned.
+        """
+        keyframe_count = sum(1 for spec in plan if spec.t in (0.0, 1.0))
+        progress.frames_total = 2 * len(plan) - keyframe_count
+        pilot = [frame for batch in batched(plan, batch_size) for frame in self.denoise(batch, keys, request, progress)]
+        retimed: list[FrameSpec] = []
+        for segment in dict.fromkeys(spec.segment for spec in plan):
+            inside = [frame for frame in pilot if frame.segment == segment and frame.t < 1.0]
+            after = pilot[inside[-1].index + 1] if inside[-1].index + 1 < len(pilot) else pilot[0]
+            t = torch.tensor([frame.t for frame in inside] + [1.0], dtype=torch.float64)
+            gaps = torch.tensor(metrics.frame_gaps([frame.image for frame in inside] + [after.image]))
+            for frame, new_t in zip(inside, retime_even(t, gaps)[:-1].tolist()):
+                retimed.append(FrameSpec(frame.index, segment, new_t))
+        if not request.loop:
+            retimed.append(plan[-1])
+        keyframes = {frame.index: frame for frame in pilot if frame.t in (0.0, 1.0)}
+        return retimed, keyframes
+
+    def manifest(self, request: MorphRequest, frames: list[RenderedFrame], timings: dict[str, float]) -> dict:
+        """The JSON-ready record of a morph: what was asked, what was rendered, how smooth it is."""
+        pipe = self.model.pipe
+        keyframes = len(request.prompts)
+        return {
+            "version": MANIFEST_VERSION,
+            "prompts": list(request.prompts),
+            "negative_prompt": request.negative_prompt,
+            "seeds": keyframe_seeds(request),
+            "frames": [
+                {
+                    "index": frame.index,
+                    "segment": frame.segment,
+                    "from": frame.segment,
+                    "to": (frame.segment + 1) % keyframes,
+                    "t": round(frame.t, 6),
+                    "nsfw": frame.nsfw,
+                }
+                for frame in frames
+            ],
+            "t": [round(frame.segment + frame.t, 6) for frame in frames],
+            "model": self.model.name,
+            "pipeline": type(pipe).__name__,
+            "scheduler": type(pipe.scheduler).__name__,
+            "device": str(self.model.device),
+            "dtype": str(self.model.dtype).replace("torch.", ""),
+            "steps": request.steps,
+            "guidance": request.guidance,
+            "size": [request.width, request.height],
+            "interp": request.interp,
+            "noise_interp": "slerp",
+            "spacing": request.spacing,
+            "loop": request.loop,
+            "batch_size": request.batch_size or default_batch_size(self.model.device, request.width, request.height),
+            "nsfw_frames": [frame.index for frame in frames if frame.nsfw],
+            "timings": {
+                **{name: round(value, 4) for name, value in timings.items()},
+                "per_frame_s": round(timings.get("render_s", 0.0) / max(1, len(frames)), 4),
+            },
+            "metrics": metrics.smoothness([frame.image for frame in frames]),
+            "request": asdict(request),
+        }
