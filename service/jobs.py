@@ -151,6 +151,9 @@ class MorphJob:
             if isinstance(outcome, _Failed):
                 outcome.error.__traceback__ = None
                 free_device_memory()
+            elapsed = time.monotonic() - (self._started_at or time.monotonic())
+            result = "done" if isinstance(outcome, Done) else type(outcome.error).__name__
+            log.info("job %s after %.2f s", result, elapsed)
             self._events.put(outcome)
         finally:
             self.finished.set()

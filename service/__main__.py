@@ -1,0 +1,78 @@
+"""`python -m service`: load the configured models, then serve the page and the `morph` API.
+
+    python -m service                       # bundled model, http://127.0.0.1:7860
+    python -m service --host 0.0.0.0 --port 8000 --model stabilityai/sd-turbo --model bundled
+    LATENT_MORPH_AUTH=ann:secret python -m service
+
+See `python -m service --help` for every flag and its environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before gradio is imported anywhere: no usage statistics, no version check.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from service.config import ServiceConfig, parse_config  # noqa: E402
+
+log = logging.getLogger("service")
+BUNDLED_ALIASES = ("bundled", "default")
+
+
+def load_morphers(config: ServiceConfig) -> dict:
+    """Model name -> Morpher, for every spec in the allow-list (the default model when none)."""
+    from pipelines.loading import default_model_spec, load_model
+    from pipelines.morph import Morpher
+
+    specs = config.models or (None,)
+    morphers = {}
+    for spec in specs:
+        started = time.perf_counter()
+        resolved = default_model_spec() if spec in (None, *BUNDLED_ALIASES) else spec
+        model = load_model(resolved, device=config.device)
+        if model.name in morphers:
+            continue
+        morphers[model.name] = Morpher(model)
+        log.info("loaded %s on %s in %.1f s", model.name, model.device, time.perf_counter() - started)
+    return morphers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, load the models, launch; returns the exit code (2 on a model that will not load)."""
+    config = parse_config(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
+    from pipelines.loading import ModelLoadError
+
+    try:
+        morphers = load_morphers(config)
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    from service.app import CSS, build_demo
+
+    demo = build_demo(morphers, config.limits, cache_s=config.cache_minutes * 60)
+    demo.launch(
+        server_name=config.host,
+        server_port=config.port,
+        share=False,
+        auth=config.auth,
+        show_error=False,  # users see gr.Error messages only, never tracebacks
+        max_file_size=config.max_file_size,
+        footer_links=["api"],
+        css=CSS,
+        ssr_mode=False,
+        mcp_server=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
