@@ -1,8 +1,9 @@
 """Interpolation between latents and embeddings, and how t is placed along a morph.
 
 Small pure torch functions: tensors in, tensors out, no global state. Arithmetic is
-done in float32 (half precision loses the angle between nearly parallel vectors)
-and the result is cast back to the input's dtype on the input's device.
+done in float32 (half precision loses the angle between nearly parallel vectors;
+float64 inputs stay float64) and the result is cast back to the input's dtype on
+the input's device.
 
 slerp follows Shoemake, "Animating rotation with quaternion curves" (SIGGRAPH 1985),
 applied globally to the whole flattened tensor: a diffusion latent is one point on a
@@ -20,9 +21,14 @@ PARALLEL_THRESHOLD = 0.9995
 SPACINGS = ("linear", "ease", "even")
 
 
-def _as_t(t: float | torch.Tensor) -> torch.Tensor:
-    """t as a float32 CPU-or-device tensor of shape () or (n,)."""
-    t = torch.as_tensor(t, dtype=torch.float32)
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half/bfloat16/float32 inputs; float64 stays float64."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _as_t(t: float | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """t as a tensor of shape () or (n,)."""
+    t = torch.as_tensor(t).to(dtype)
     if t.ndim > 1:
         raise ValueError(f"t must be a number or a 1-D tensor, got shape {tuple(t.shape)}")
     return t
@@ -55,8 +61,9 @@ def lerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Ten
     """
     if a.shape != b.shape:
         raise ValueError(f"lerp needs tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    t = _as_t(t).to(a.device)
-    a32, b32 = a.float(), b.float()
+    work = _work_dtype(a.dtype)
+    t = _as_t(t, work).to(a.device)
+    a32, b32 = a.to(work), b.to(work)
     tt = _broadcast(t, a32)
     out = ((1.0 - tt) * a32 + tt * b32).to(a.dtype)
     return _fix_endpoints(out, a, b, t)
@@ -79,8 +86,9 @@ def slerp(
     """
     if a.shape != b.shape:
         raise ValueError(f"slerp needs tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    t = _as_t(t).to(a.device)
-    a32, b32 = a.float(), b.float()
+    work = _work_dtype(a.dtype)
+    t = _as_t(t, work).to(a.device)
+    a32, b32 = a.to(work), b.to(work)
     norm_a, norm_b = a32.norm(), b32.norm()
     denominator = norm_a * norm_b
     if denominator.item() == 0.0:

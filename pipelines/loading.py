@@ -25,8 +25,6 @@ from urllib.parse import urlparse
 
 import torch
 
-from pipelines.tiny import ensure_tiny_model, tiny_model_dir
-
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
@@ -59,6 +57,8 @@ def default_model_spec() -> str:
     """The bundled offline model if it is present, else the tiny model (built on first use)."""
     if (BUNDLED_DIR / "model_index.json").is_file():
         return str(BUNDLED_DIR)
+    from pipelines.tiny import ensure_tiny_model  # imports diffusers: only when needed
+
     return str(ensure_tiny_model())
 
 
@@ -94,6 +94,8 @@ def load_model(spec: str | None = None, device: str = "auto", keep_safety_checke
     if spec is None or spec == "":
         spec = default_model_spec()
     elif spec == TINY_NAME:
+        from pipelines.tiny import ensure_tiny_model
+
         spec = str(ensure_tiny_model())
     kind, source = classify_spec(spec)
     if kind == "folder":
@@ -131,6 +133,8 @@ def model_name(spec: str, kind: str) -> str:
     """The name recorded in manifests: a short, stable label for the model."""
     if kind == "hub":
         return spec
+    from pipelines.tiny import tiny_model_dir
+
     path = Path(spec).expanduser().resolve()
     if path == BUNDLED_DIR.resolve():
         return BUNDLED_NAME

@@ -76,6 +76,7 @@ class StepProgress:
     frames_total: int
     step: int  # step within the current batch, 1-based
     steps_total: int
+    batch_frames: int = 1  # frames being denoised together in the current batch
 
 
 @dataclass
@@ -217,6 +218,7 @@ class _Progress:
     ) -> None:
         self.frames_done = 0
         self.frames_total = frames_total
+        self.batch_frames = 1
         self.on_step = on_step
         self.should_stop = should_stop
 
@@ -234,7 +236,9 @@ class _Progress:
         """
         self.check_stop()
         if self.on_step is not None:
-            self.on_step(StepProgress(self.frames_done, self.frames_total, step + 1, pipe.num_timesteps))
+            self.on_step(
+                StepProgress(self.frames_done, self.frames_total, step + 1, pipe.num_timesteps, self.batch_frames)
+            )
         return {}
 
 
@@ -403,6 +407,7 @@ class Morpher:
     ) -> list[RenderedFrame]:
         """One call of the stock pipeline for a batch of frames."""
         progress.check_stop()
+        progress.batch_frames = len(batch)
         output = self.model.pipe(
             **self.walk(batch, keys, request),
             num_inference_steps=request.steps,

@@ -1,0 +1,43 @@
+"""Shared fixtures: the tiny Stable Diffusion model, built once per test session.
+
+Set before anything imports gradio or huggingface_hub: no analytics, and no network
+(the hub is never contacted; tests that need real weights sit behind `-m slow`).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A freshly built tiny model saved as a diffusers folder (also the session's model cache)."""
+    from pipelines.tiny import ensure_tiny_model, tiny_model_dir as cached_dir
+
+    cache = tmp_path_factory.mktemp("latent-morph-cache")
+    os.environ["LATENT_MORPH_CACHE"] = str(cache)  # so 'tiny' and subprocesses find this copy
+    return ensure_tiny_model(cached_dir())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path):
+    """The tiny model loaded on CPU through the ordinary folder path of `load_model`."""
+    from pipelines.loading import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def morpher(tiny_model):
+    """One Morpher over the tiny model, shared by the tests (as a service shares it)."""
+    from pipelines.morph import Morpher
+
+    return Morpher(tiny_model)
