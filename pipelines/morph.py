@@ -260,6 +260,7 @@ class Morpher:
         Raises ValueError for a bad request before any work, and MorphCancelled at
         the next step boundary once `should_stop()` returns True.
         """
+        check_request(request)  # here too, so a bad request fails at the call, not at the first next()
         return self._frames(request, on_step, should_stop, {})
 
     def render(
@@ -330,24 +331,28 @@ class Morpher:
         prompt is encoded alongside the first one, exactly as the plain pipeline does.
         """
         guided = uses_guidance(self.model.pipe, request.guidance)
+        # An empty negative prompt is passed as None, as in a plain call: SDXL then uses
+        # zeros (force_zeros_for_empty_prompt), SD 1.x/2.x encodes "" either way.
+        negative = request.negative_prompt or None
         encoded: dict[str, TextEmbeds] = {}
         uncond = None
         for position, prompt in enumerate(dict.fromkeys(request.prompts)):
             with_negative = guided and position == 0
-            cond, negative = self._encode_cached(prompt, request.negative_prompt if with_negative else None)
+            cond, negative_embeds = self._encode_cached(prompt, with_negative, negative if with_negative else None)
             encoded[prompt] = cond
             if with_negative:
-                uncond = negative
+                uncond = negative_embeds
         return [encoded[prompt] for prompt in request.prompts], uncond
 
-    def _encode_cached(self, prompt: str, negative: str | None) -> tuple[TextEmbeds, TextEmbeds | None]:
+    def _encode_cached(
+        self, prompt: str, guided: bool, negative: str | None
+    ) -> tuple[TextEmbeds, TextEmbeds | None]:
         """One `encode_prompt` call, remembered for later requests (LRU)."""
-        key = (prompt, negative)
+        key = (prompt, guided, negative)
         if key in self._text_cache:
             self._text_cache.move_to_end(key)
             return self._text_cache[key]
         pipe = self.model.pipe
-        guided = negative is not None
         out = pipe.encode_prompt(
             prompt=prompt,
             device=pipe._execution_device,
@@ -418,7 +423,8 @@ class Morpher:
             output_type="pil",
             callback_on_step_end=progress.callback,
         )
-        flagged = output.nsfw_content_detected or [False] * len(batch)
+        # SDXL pipelines have no safety checker and no such field.
+        flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(batch)
         progress.frames_done += len(batch)
         return [
             RenderedFrame(spec.index, spec.t, spec.segment, image, bool(nsfw))

@@ -159,3 +159,56 @@ def ensure_tiny_model(folder: Path | None = None) -> Path:
             shutil.rmtree(folder)  # a stale recipe: rebuild
         save_tiny_pipeline(folder)
     return folder
+
+
+def build_tiny_sdxl_pipeline(tokenizer_folder: Path | None = None):
+    """A tiny seeded SDXL pipeline (diffusers' SDXL test recipe, real CLIP tokenizer for both encoders).
+
+    SDXL adds a second text encoder whose pooled output conditions the UNet; the
+    morph interpolates it too. Used by the tests; not saved or offered as a model.
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    if tokenizer_folder is None:
+        tokenizer_folder = Path(tempfile.mkdtemp(prefix="clip-tokenizer-"))
+    tokenizer = build_clip_tokenizer(Path(tokenizer_folder))
+    torch.manual_seed(TINY_SEED)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # six micro-conditioning sizes + pooled width
+        cross_attention_dim=64,  # both encoders' hidden states side by side
+        norm_num_groups=16,
+    )
+    config = _text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id).config
+    config.projection_dim = 32
+    torch.manual_seed(TINY_SEED)
+    text_encoder = CLIPTextModel(config).eval()
+    torch.manual_seed(TINY_SEED + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(config).eval()
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae(),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+            timestep_spacing="leading",
+        ),
+        force_zeros_for_empty_prompt=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

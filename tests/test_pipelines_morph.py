@@ -239,3 +239,33 @@ def test_manifest_records_the_request_and_is_json(morpher) -> None:
     assert manifest["seeds"] == [1, 2] and manifest["size"] == [SIZE, SIZE]
     assert len(manifest["metrics"]["gaps"]) == BASE.frames - 1
     assert manifest["scheduler"] == "DDIMScheduler" and manifest["model"] == "tiny"
+
+
+# ---- SDXL: a second text encoder and pooled embeddings ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sdxl_morpher(tmp_path_factory):
+    from pipelines.loading import LoadedModel
+    from pipelines.tiny import build_tiny_sdxl_pipeline
+
+    pipe = build_tiny_sdxl_pipeline(tmp_path_factory.mktemp("sdxl-tokenizer"))
+    return Morpher(LoadedModel(pipe, "tiny-sdxl", torch.device("cpu"), torch.float32))
+
+
+def test_sdxl_keyframes_equal_plain_renders_and_pooled_embeds_are_walked(sdxl_morpher) -> None:
+    walked = []
+    original = sdxl_morpher.walk
+    sdxl_morpher.walk = lambda *args: walked.append(original(*args)) or walked[-1]
+    try:
+        frames = sdxl_morpher.render(replace(BASE, frames=3, batch_size=3)).frames
+    finally:
+        del sdxl_morpher.walk
+    pipe = sdxl_morpher.model.pipe
+    assert psnr(pixels(frames[0].image), plain_render(pipe, "a red circle", 1)) >= 40
+    assert psnr(pixels(frames[-1].image), plain_render(pipe, "a blue square", 2)) >= 40
+    pooled = walked[0]["pooled_prompt_embeds"]
+    assert pooled.shape[0] == 3 and "negative_pooled_prompt_embeds" in walked[0]
+    assert not torch.equal(pooled[1], pooled[0]) and not torch.equal(pooled[1], pooled[2])
+    single = sdxl_morpher.render(replace(BASE, frames=3, batch_size=1)).frames
+    assert np.array_equal(pixels(single[0].image), plain_render(pipe, "a red circle", 1))
