@@ -14,6 +14,8 @@ page's Render button, the examples and the API (`api_name="morph"`):
 
 from __future__ import annotations
 
+import html
+import json
 import logging
 import shutil
 import tempfile
@@ -55,9 +57,13 @@ DEFAULTS = {
 }
 POLL_S = 0.25  # the handler yields at least this often, so a cancel never waits long
 FRAME_FILE = "frame-{index:03d}.png"
-GIF_FILE, MP4_FILE, STRIP_FILE, MANIFEST_FILE = "morph.gif", "morph.mp4", "morph-strip.png", "morph.json"
+GIF_FILE, MP4_FILE, STRIP_FILE, MANIFEST_FILE = "morph.gif", "morph.mp4", "strip.png", "manifest.json"
+# small frames (64x64) are shown scaled up with hard pixel edges, not blurred
 CSS = """
-#morph-gif img, #morph-frames img { image-rendering: pixelated; }
+#morph-gif img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#morph-frames img { image-rendering: pixelated; }
+.morph-status { display: flex; align-items: center; gap: 0.75em; }
+.morph-status progress { flex: 1; height: 0.75em; accent-color: var(--color-accent); }
 """
 
 
@@ -147,8 +153,28 @@ def _user_message(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+@dataclass(frozen=True)
+class Update:
+    """What the morph handler has to tell its page or API caller."""
+
+    kind: str  # "clear" | "wait" | "step" | "frame" | "done" | "tick"
+    gallery: list[tuple[str, str]] | None = None
+    files: MorphFiles | None = None
+    fraction: float = 0.0
+    text: str = ""
+
+
+def _status_html(fraction: float, text: str) -> str:
+    """A progress bar that stays visible while frames stream in (Gradio hides its own then)."""
+    percent = round(100 * min(max(fraction, 0.0), 1.0))
+    return (
+        f'<div class="morph-status"><progress max="100" value="{percent}"></progress>'
+        f"<span>{html.escape(text)}</span></div>"
+    )
+
+
 class MorphService:
-    """The models on offer (an allow-list fixed at launch) and the one handler that runs morphs."""
+    """The models on offer (an allow-list fixed at launch) and the handlers that run morphs."""
 
     def __init__(self, morphers: Mapping[str, "Morpher"], limits: Limits) -> None:
         if not morphers:
@@ -180,27 +206,56 @@ class MorphService:
         model: str | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> Iterator[Any]:
-        """Morph through a chain of prompts; returns (GIF, strip PNG, MP4, manifest JSON, frames)."""
+        """Morph through a chain of prompts; returns (GIF, strip PNG, MP4, manifest JSON, frames).
+
+        The arguments mirror the CLI: prompt_a and prompt_b (more_prompts: one per line),
+        negative_prompt (--negative), seeds ('0' or one per prompt, --seed), frames, steps,
+        guidance, size ('WxH'), interp, spacing, fps, loop and model (one of the served models).
+        """
+        values = locals()
+        for update in self._updates({name: values[name] for name in INPUT_NAMES}):
+            if update.kind == "clear":
+                yield None, None, None, None, []
+            elif update.kind == "frame":
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), update.gallery
+            elif update.kind == "done":
+                files = update.files
+                progress(1.0, desc=update.text)
+                yield str(files.gif), str(files.strip), str(files.mp4), str(files.manifest), update.gallery
+            else:
+                if update.kind in ("wait", "step"):
+                    progress(update.fraction, desc=update.text)
+                yield gr.skip()
+
+    def morph_page(self, *args: Any) -> Iterator[Any]:
+        """The page's handler: as `morph`, plus a progress line and download buttons."""
+        values = dict(zip(INPUT_NAMES, args))
+        for update in self._updates(values):
+            if update.kind == "clear":
+                hidden = gr.DownloadButton(value=None, visible=False)
+                yield None, [], _status_html(0.0, "starting"), hidden, hidden, hidden, hidden
+            elif update.kind == "frame":
+                yield gr.skip(), update.gallery, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            elif update.kind in ("wait", "step", "done"):
+                status = _status_html(update.fraction, update.text)
+                if update.kind != "done":
+                    yield gr.skip(), gr.skip(), status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                    continue
+                files = update.files
+                yield (
+                    str(files.gif),
+                    update.gallery,
+                    status,
+                    *(gr.DownloadButton(value=str(path), visible=True) for path in (files.gif, files.strip, files.mp4, files.manifest)),
+                )
+            else:
+                yield gr.skip()
+
+    def _updates(self, values: dict[str, Any]) -> Iterator[Update]:
+        """The one morph procedure behind the page and the API."""
         # 1. check everything before any work
         try:
-            form = check_form(
-                self.limits,
-                self.model_names,
-                prompt_a=prompt_a,
-                prompt_b=prompt_b,
-                more_prompts=more_prompts,
-                negative_prompt=negative_prompt,
-                seeds=seeds,
-                frames=frames,
-                steps=steps,
-                guidance=guidance,
-                size=size,
-                interp=interp,
-                spacing=spacing,
-                loop=loop,
-                fps=fps,
-                model=model,
-            )
+            form = check_form(self.limits, self.model_names, **values)
             morph, _ = _engine()
             request = morph.MorphRequest(**form.request_fields())
             morph.check_request(request)
@@ -208,11 +263,10 @@ class MorphService:
             raise gr.Error(_user_message(error), title="Invalid input", print_exception=False) from None
 
         # 2. wait for the model, yielding so a cancel lands while waiting
-        yield None, None, None, None, []
+        yield Update("clear")
         slot = self._slots[form.model]
         while not slot.acquire(timeout=POLL_S):
-            progress(0.0, desc=f"waiting for {form.model} (one morph at a time)")
-            yield gr.skip()
+            yield Update("wait", text=f"waiting for {form.model}: one morph at a time")
 
         # 3. run it in a worker thread; this generator only relays progress
         morpher = self.morphers[form.model]
@@ -237,27 +291,27 @@ class MorphService:
         )
         gallery: list[tuple[str, str]] = []
         started = False
+        began = time.monotonic()
         try:
             job.start()
             started = True
-            progress(0.0, desc=f"{form.model}: starting")
+            yield Update("step", text=f"{form.model}: starting")
             for event in job.events(poll_s=POLL_S):
                 if isinstance(event, Done):
-                    files: MorphFiles = event.result
-                    progress(1.0, desc="done")
                     # 4. results; Gradio copies the files to its cache before this generator resumes
-                    yield str(files.gif), str(files.strip), str(files.mp4), str(files.manifest), gallery
+                    text = f"{len(gallery)} frames in {time.monotonic() - began:.1f} s"
+                    yield Update("done", gallery=gallery, files=event.result, fraction=1.0, text=text)
                     return
                 if isinstance(event, Progress) and isinstance(event.value, FrameSaved):
                     saved = event.value
                     gallery = [*gallery, (str(saved.path), f"{saved.index} · t={saved.t:.3f}")]
-                    yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gallery
+                    yield Update("frame", gallery=gallery)
                     continue
-                if isinstance(event, Progress):
-                    described = _describe(event.value, batch_size)
-                    if described is not None:
-                        progress(described[0], desc=described[1])
-                yield gr.skip()
+                described = _describe(event.value, batch_size) if isinstance(event, Progress) else None
+                if described is not None:
+                    yield Update("step", fraction=described[0], text=described[1])
+                else:
+                    yield Update("tick")
         except JobCancelled:
             return
         except (JobDeadline, JobOutOfMemory) as error:
@@ -279,6 +333,12 @@ class MorphService:
             if not started:  # no worker: release its share here
                 on_exit()
             folder.release()
+
+
+INPUT_NAMES = (
+    "prompt_a", "prompt_b", "more_prompts", "negative_prompt", "seeds", "frames", "steps",
+    "guidance", "size", "interp", "spacing", "fps", "loop", "model",
+)
 
 
 def build_demo(
@@ -323,7 +383,7 @@ def build_demo(
                         info="One for all prompts, or one per prompt (e.g. 1 2).",
                         scale=4,
                     )
-                    dice = gr.Button("🎲", scale=1, min_width=60, elem_id="dice")
+                    dice = gr.Button("Random seed", scale=1, min_width=90, elem_id="dice")
                 with gr.Row():
                     frames = gr.Slider(2, limits.max_frames, value=min(DEFAULTS["frames"], limits.max_frames), step=1, label="Frames")
                     steps = gr.Slider(1, limits.max_steps, value=min(DEFAULTS["steps"], limits.max_steps), step=1, label="Steps")
@@ -345,38 +405,48 @@ def build_demo(
                     render = gr.Button("Render", variant="primary", elem_id="render")
                     cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
             with gr.Column(scale=3):
-                gif = gr.Image(label="Morph (GIF)", type="filepath", elem_id="morph-gif", height=320, buttons=["download", "fullscreen"], interactive=False)
+                gif = gr.Image(
+                    label="Morph (GIF)", type="filepath", elem_id="morph-gif", height=320,
+                    buttons=["download", "fullscreen"], interactive=False,
+                )
+                status = gr.HTML(_status_html(0.0, "ready"), elem_id="morph-status")
                 with gr.Row():
-                    strip = gr.File(label="Strip (PNG)", elem_id="strip-file", interactive=False)
-                    mp4 = gr.File(label="Video (MP4)", elem_id="mp4-file", interactive=False)
-                    manifest = gr.File(label="Manifest (JSON)", elem_id="manifest-file", interactive=False)
-                gallery = gr.Gallery(label="Frames", columns=8, height="auto", elem_id="morph-frames", interactive=False, format="png")
+                    gif_button = gr.DownloadButton("GIF", visible=False, elem_id="download-gif", size="sm")
+                    strip = gr.DownloadButton("Strip PNG", visible=False, elem_id="download-strip", size="sm")
+                    mp4 = gr.DownloadButton("Video MP4", visible=False, elem_id="download-mp4", size="sm")
+                    manifest = gr.DownloadButton("Manifest JSON", visible=False, elem_id="download-manifest", size="sm")
+                gallery = gr.Gallery(label="Frames", columns=6, height="auto", elem_id="morph-frames", interactive=False, format="png")
+        # the API endpoint hangs on a button that is never shown: the page has its own event
+        # below (with a progress line and download buttons), the API returns plain files
+        api_trigger = gr.Button("morph", visible=False)
 
         inputs = [prompt_a, prompt_b, more_prompts, negative_prompt, seeds, frames, steps, guidance, size, interp, spacing, fps, loop, model]
-        outputs = [gif, strip, mp4, manifest, gallery]
         common = {
-            "fn": service.morph,
             "inputs": inputs,
-            "outputs": outputs,
             # our own checks give messages naming the limit; Gradio's would not
             "preprocess": False,
             "concurrency_limit": len(names),
             "concurrency_id": "morph",
-            "show_progress_on": [gif],
         }
-        render_event = render.click(api_name="morph", **common)
-        submit_event = prompt_b.submit(api_visibility="private", **common)
-        example_event = None
+        api_trigger.click(service.morph, outputs=[gif, strip, mp4, manifest, gallery], api_name="morph", **common)
+        page = {
+            "fn": service.morph_page,
+            "outputs": [gif, gallery, status, gif_button, strip, mp4, manifest],
+            "api_visibility": "private",
+            # Gradio's bar shows while the job waits in the queue; once frames stream, `status` takes over
+            "show_progress_on": [gif],
+            **common,
+        }
+        running = [render.click(**page), prompt_b.submit(**page)]
         example_list = EXAMPLES if examples is None else examples
         if example_list:
             shown = gr.Examples(example_list, inputs=[prompt_a, prompt_b], label="Examples (click one to render it)")
-            example_event = shown.load_input_event.then(api_visibility="private", **common)
-        running = [event for event in (render_event, submit_event, example_event) if event is not None]
+            running.append(shown.load_input_event.then(**page))
         cancel.click(fn=None, cancels=running)
-        dice.click(
-            fn=None,
-            outputs=[seeds],
-            js=f"() => String(Math.floor(Math.random() * {SEED_MAX + 1}))",
-        )
+        # Gradio fires `.failure` listeners of a cancelled event too: one line covers both
+        stopped = f"() => {json.dumps(_status_html(0.0, 'stopped'))}"
+        for event in running:
+            event.failure(fn=None, outputs=[status], js=stopped)
+        dice.click(fn=None, outputs=[seeds], js=f"() => String(Math.floor(Math.random() * {SEED_MAX + 1}))")
     demo.queue(api_open=False, max_size=limits.queue_size, default_concurrency_limit=len(names))
     return demo
