@@ -80,8 +80,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=None,
         metavar="SPEC",
         help=(
-            "a model visitors may pick: hub id, local diffusers folder or .safetensors file; repeat for "
-            f"several ({ENV_PREFIX}MODELS, comma-separated). Default: the bundled offline model"
+            "a model visitors may pick: hub id, local diffusers folder, .safetensors file, 'tiny' or "
+            f"'bundled'; repeat for several ({ENV_PREFIX}MODELS, comma-separated). Default: the bundled offline model"
         ),
     )
     parser.set_defaults(env_models=tuple(spec.strip() for spec in (models_env or "").split(",") if spec.strip()))
@@ -102,7 +102,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
             type=kind,
             # argparse converts a string default with `type`, so a bad variable gets a clean error
             default=raw if raw is not None else getattr(defaults, field.name),
-            help=f"limit ({env_name})",
+            help=f"at most this many: {field.metadata.get('help', field.name)} ({env_name})",
         )
     parser.add_argument(
         "--max-file-size",

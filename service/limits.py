@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 INTERP_CHOICES = ("slerp", "lerp")
@@ -30,21 +30,21 @@ class LimitError(ValueError):
 class Limits:
     """What one job may ask for. Each field has a launch flag of the same name."""
 
-    max_frames: int = 48  # total frames of a morph, keyframes included
-    max_steps: int = 50  # denoising steps per frame
-    max_pixels: int = 512 * 512  # width * height of one frame
-    max_prompt_chars: int = 300  # characters in one prompt (and in the negative prompt)
-    max_prompts: int = 6  # prompts in one chain
-    max_guidance: float = 30.0  # classifier-free guidance scale
-    max_fps: float = 30.0  # frame rate of the GIF / MP4
-    deadline_s: float = 600.0  # wall-clock seconds one job may run once started
-    queue_size: int = 8  # jobs waiting in the queue before new ones are refused
+    max_frames: int = field(default=48, metadata={"help": "frames of one morph, keyframes included"})
+    max_steps: int = field(default=50, metadata={"help": "denoising steps per frame"})
+    max_pixels: int = field(default=512 * 512, metadata={"help": "width x height of one frame"})
+    max_prompt_chars: int = field(default=300, metadata={"help": "characters in one prompt or the negative prompt"})
+    max_prompts: int = field(default=6, metadata={"help": "prompts in one chain"})
+    max_guidance: float = field(default=30.0, metadata={"help": "classifier-free guidance scale"})
+    max_fps: float = field(default=30.0, metadata={"help": "frame rate of the GIF and MP4"})
+    deadline_s: float = field(default=600.0, metadata={"help": "seconds one job may run once started"})
+    queue_size: int = field(default=8, metadata={"help": "jobs waiting before new ones are refused"})
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
+        for limit in fields(self):
+            value = getattr(self, limit.name)
             if not value > 0:
-                raise ValueError(f"{field.name} must be positive, got {value!r}")
+                raise ValueError(f"{limit.name} must be positive, got {value!r}")
         if self.max_frames < 2:
             raise ValueError(f"max_frames must be at least 2, got {self.max_frames}")
         if self.max_prompts < 2:
