@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", default=None, metavar="PATH", help="JSON manifest of the morph")
     parser.add_argument("--fps", type=float, default=8.0, help="frames per second of GIF, WebP and MP4 (8)")
     parser.add_argument(
-        "--keep-safety-checker", action="store_true", help="keep the model's safety checker; flagged frames are reported"
+        "--keep-safety-checker",
+        action="store_true",
+        help="keep the model's safety checker; flagged frames are reported",
     )
     return parser
 
