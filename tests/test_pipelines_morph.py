@@ -77,7 +77,8 @@ def test_gaps_are_shared_evenly_between_segments() -> None:
     "change,field",
     [({"prompts": ("only one",)}, "prompts"), ({"prompts": ("a", "  ")}, "prompt"), ({"frames": 1}, "frames"),
      ({"prompts": ("a", "b", "c"), "seeds": (1,), "frames": 2}, "frames"), ({"steps": 0}, "steps"),
-     ({"width": 30}, "width"), ({"height": 0}, "height"), ({"guidance": -1.0}, "guidance"), ({"guidance": float("nan")}, "guidance"),
+     ({"width": 30}, "width"), ({"height": 0}, "height"), ({"guidance": -1.0}, "guidance"),
+     ({"guidance": float("nan")}, "guidance"),
      ({"interp": "cubic"}, "interp"), ({"spacing": "random"}, "spacing"), ({"seeds": (1, 2, 3)}, "seeds"),
      ({"seeds": (-1,)}, "seed"), ({"batch_size": 0}, "batch_size")],
 )
