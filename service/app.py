@@ -136,6 +136,10 @@ def _morph_work(morpher: "Morpher", request: Any, fps: float, folder: Path):
     return work
 
 
+def _frame_or_done(event: Any) -> bool:
+    return isinstance(event, Done) or (isinstance(event, Progress) and isinstance(event.value, FrameSaved))
+
+
 def _describe(progress_value: Any, batch_size: int) -> tuple[float, str] | None:
     """(fraction, text) for the progress bar from the engine's StepProgress."""
     try:
@@ -211,13 +215,13 @@ class MorphService:
         The arguments mirror the CLI: prompt_a and prompt_b (more_prompts: one per line),
         negative_prompt (--negative), seeds ('0' or one per prompt, --seed), frames, steps,
         guidance, size ('WxH'), interp, spacing, fps, loop and model (one of the served models).
+        Progress comes as status updates; the frames come with the result (streaming them
+        would make `gradio_client` download the growing gallery again at every update).
         """
         values = locals()
         for update in self._updates({name: values[name] for name in INPUT_NAMES}):
             if update.kind == "clear":
                 yield None, None, None, None, []
-            elif update.kind == "frame":
-                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), update.gallery
             elif update.kind == "done":
                 files = update.files
                 progress(1.0, desc=update.text)
@@ -305,7 +309,9 @@ class MorphService:
                 if isinstance(event, Progress) and isinstance(event.value, FrameSaved):
                     saved = event.value
                     gallery = [*gallery, (str(saved.path), f"{saved.index} · t={saved.t:.3f}")]
-                    yield Update("frame", gallery=gallery)
+                    # a batch finishes several frames at once: show them in one update
+                    # (Gradio re-reads every file of the gallery at each update)
+                    yield Update("tick") if job.next_is(_frame_or_done) else Update("frame", gallery=gallery)
                     continue
                 described = _describe(event.value, batch_size) if isinstance(event, Progress) else None
                 if described is not None:

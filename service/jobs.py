@@ -181,6 +181,11 @@ class MorphJob:
         self._thread.join(timeout)
         return self.finished.is_set()
 
+    def next_is(self, predicate: Callable[[Any], bool]) -> bool:
+        """True when an event is already waiting and `predicate(event)` holds (never blocks)."""
+        with self._events.mutex:
+            return bool(self._events.queue) and predicate(self._events.queue[0])
+
     def events(self, poll_s: float = 0.25) -> Iterator[Tick | Progress | Done]:
         """Progress events as they come, a Tick when there is no news for `poll_s`, then Done.
 

@@ -111,3 +111,12 @@ def test_out_of_memory_detection() -> None:
     assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
     assert is_out_of_memory(MemoryError())
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_next_is_peeks_without_taking() -> None:
+    job = MorphJob(stepping_work(2, 0.0), deadline_s=10, cancelled_types=(Stopped,))
+    assert not job.next_is(lambda event: True)
+    job.start()
+    assert job.join(timeout=5)
+    assert job.next_is(lambda event: event == Progress(0))
+    assert drain(job) == [Progress(0), Progress(1), Done("result")]
