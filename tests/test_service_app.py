@@ -139,3 +139,10 @@ def test_login_from_the_environment_protects_page_and_api(serve) -> None:
         Client(url, verbose=False)
     client = Client(url, auth=("ann", "s3cret"), verbose=False)
     assert len(call(client)[4]) == 3
+
+
+def test_a_model_that_will_not_load_exits_with_code_2(tmp_path, capsys) -> None:
+    from service.__main__ import main
+
+    assert main(["--model", str(tmp_path / "no-such-model")]) == 2
+    assert "not found" in capsys.readouterr().err
