@@ -24,6 +24,12 @@ from service.app import build_demo  # noqa: E402
 from service.limits import Limits  # noqa: E402
 from service.testing import free_port  # noqa: E402
 
+# Gradio's queue summarises its events with pandas, which warns about its own options
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
+
 
 class StandInMorpher:
     """Flat-colour frames, one `step_s` sleep per step; honours should_stop like the engine."""
