@@ -1,8 +1,11 @@
 """The Gradio page and its API endpoint `morph`: a thin layer over `pipelines.morph.Morpher`.
 
 `build_demo(morphers, limits)` only wires widgets to the engine; models are
-loaded by `service.__main__.main()`, never at import. One handler serves the
-page's Render button, the examples and the API (`api_name="morph"`):
+loaded by `service.__main__.main()`, never at import. One procedure
+(`MorphService._updates`) serves the page's Render button, the examples and the
+API (`api_name="morph"`); two thin adapters turn its updates into what the page
+shows (streamed frames, a progress line, download buttons) and what the API
+returns (GIF, strip, MP4, manifest, frames):
 
 1. check every value against the limits (before any work, API calls included);
 2. wait for the model (one job at a time per model: a diffusers scheduler is not thread-safe);
@@ -240,17 +243,17 @@ class MorphService:
                 yield None, [], _status_html(0.0, "starting"), hidden, hidden, hidden, hidden
             elif update.kind == "frame":
                 yield gr.skip(), update.gallery, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            elif update.kind in ("wait", "step", "done"):
+            elif update.kind in ("wait", "step"):
                 status = _status_html(update.fraction, update.text)
-                if update.kind != "done":
-                    yield gr.skip(), gr.skip(), status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
-                    continue
+                yield gr.skip(), gr.skip(), status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            elif update.kind == "done":
                 files = update.files
+                downloads = (files.gif, files.strip, files.mp4, files.manifest)
                 yield (
                     str(files.gif),
                     update.gallery,
-                    status,
-                    *(gr.DownloadButton(value=str(path), visible=True) for path in (files.gif, files.strip, files.mp4, files.manifest)),
+                    _status_html(1.0, update.text),
+                    *(gr.DownloadButton(value=str(path), visible=True) for path in downloads),
                 )
             else:
                 yield gr.skip()
@@ -391,17 +394,25 @@ def build_demo(
                     )
                     dice = gr.Button("Random seed", scale=1, min_width=90, elem_id="dice")
                 with gr.Row():
-                    frames = gr.Slider(2, limits.max_frames, value=min(DEFAULTS["frames"], limits.max_frames), step=1, label="Frames")
-                    steps = gr.Slider(1, limits.max_steps, value=min(DEFAULTS["steps"], limits.max_steps), step=1, label="Steps")
+                    frames = gr.Slider(
+                        2, limits.max_frames, value=min(DEFAULTS["frames"], limits.max_frames), step=1, label="Frames"
+                    )
+                    steps = gr.Slider(
+                        1, limits.max_steps, value=min(DEFAULTS["steps"], limits.max_steps), step=1, label="Steps"
+                    )
                 with gr.Row():
-                    guidance = gr.Slider(0, limits.max_guidance, value=DEFAULTS["guidance"], step=0.5, label="Guidance")
+                    guidance = gr.Slider(
+                        0, limits.max_guidance, value=DEFAULTS["guidance"], step=0.5, label="Guidance"
+                    )
                     size = gr.Dropdown(
                         sizes, value=default_size, label="Size (WxH)", allow_custom_value=True,
                         info=f"Multiples of 8, at most {limits.max_pixels} pixels.",
                     )
                 with gr.Accordion("More settings", open=False):
                     with gr.Row():
-                        interp = gr.Radio(list(INTERP_CHOICES), value=DEFAULTS["interp"], label="Embedding interpolation")
+                        interp = gr.Radio(
+                            list(INTERP_CHOICES), value=DEFAULTS["interp"], label="Embedding interpolation"
+                        )
                         spacing = gr.Radio(list(SPACING_CHOICES), value=DEFAULTS["spacing"], label="Spacing")
                     with gr.Row():
                         fps = gr.Slider(1, limits.max_fps, value=DEFAULTS["fps"], step=1, label="FPS")
@@ -421,12 +432,17 @@ def build_demo(
                     strip = gr.DownloadButton("Strip PNG", visible=False, elem_id="download-strip", size="sm")
                     mp4 = gr.DownloadButton("Video MP4", visible=False, elem_id="download-mp4", size="sm")
                     manifest = gr.DownloadButton("Manifest JSON", visible=False, elem_id="download-manifest", size="sm")
-                gallery = gr.Gallery(label="Frames", columns=6, height="auto", elem_id="morph-frames", interactive=False, format="png")
+                gallery = gr.Gallery(
+                    label="Frames", columns=6, height="auto", elem_id="morph-frames", interactive=False, format="png"
+                )
         # the API endpoint hangs on a button that is never shown: the page has its own event
         # below (with a progress line and download buttons), the API returns plain files
         api_trigger = gr.Button("morph", visible=False)
 
-        inputs = [prompt_a, prompt_b, more_prompts, negative_prompt, seeds, frames, steps, guidance, size, interp, spacing, fps, loop, model]
+        inputs = [
+            prompt_a, prompt_b, more_prompts, negative_prompt, seeds, frames, steps,
+            guidance, size, interp, spacing, fps, loop, model,
+        ]  # in the order of INPUT_NAMES
         common = {
             "inputs": inputs,
             # our own checks give messages naming the limit; Gradio's would not
