@@ -46,13 +46,13 @@ SIDE = 64
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    threads: int = 2
-    vae_steps: int = 1200
+    threads: int = 1
+    vae_steps: int = 2000
     vae_batch: int = 32
     vae_lr: float = 5e-4
     kl_weight: float = 2e-6
-    dataset_size: int = 50_000  # scenes encoded once for the UNet stage
-    unet_steps: int = 5400
+    dataset_size: int = 40_000  # scenes encoded once for the UNet stage
+    unet_steps: int = 3300
     unet_batch: int = 64
     unet_lr: float = 6e-4
     warmup_steps: int = 200
@@ -151,8 +151,20 @@ def save_atomically(state: dict, path: Path) -> None:
 
 
 def log_line(workdir: Path, record: dict) -> None:
+    """Append one JSON record (with a wall-clock stamp) to the run's log."""
     with open(workdir / "log.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(json.dumps({**record, "time": round(time.time(), 1)}) + "\n")
+
+
+def final_losses(workdir: Path, last: int = 10) -> dict[str, float]:
+    """Mean of the last `last` logged losses of each stage (what the model card reports)."""
+    records = [json.loads(line) for line in (workdir / "log.jsonl").read_text().splitlines()]
+    vae = [r["l1"] for r in records if r["stage"] == "vae"][-last:]
+    unet = [r["mse"] for r in records if r["stage"] == "unet"][-last:]
+    return {
+        "vae_l1": round(sum(vae) / max(1, len(vae)), 5),
+        "unet_epsilon_mse": round(sum(unet) / max(1, len(unet)), 5),
+    }
 
 
 # ---------------------------------------------------------------- 1. VAE
@@ -215,7 +227,8 @@ def encode_dataset(config: TrainConfig, vae: AutoencoderKL, workdir: Path) -> di
     means, stds = [], []
     for start in tqdm(range(0, len(scenes), 500), desc="2/3 encode"):
         pixels = to_pixels(image_batch(scenes[start : start + 500], SIDE))
-        dist = vae.encode(pixels).latent_dist
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            dist = vae.encode(pixels).latent_dist
         means.append(dist.mean.half())
         stds.append(dist.std.half())
     data = {"scenes": scenes, "mean": torch.cat(means), "std": torch.cat(stds)}
@@ -350,17 +363,22 @@ def main(argv: list[str] | None = None) -> None:
                          unet_steps=args.unet_steps, dataset_size=args.dataset_size)
     torch.set_num_threads(config.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    (args.workdir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     started = time.time()
     tokenizer = build_clip_tokenizer(args.workdir / "tokenizer")
-    if args.export_only:
-        config = TrainConfig(**{**asdict(config), "vae_steps": 0, "unet_steps": 0})
-    vae = train_vae(config, args.workdir)
-    data = encode_dataset(config, vae, args.workdir)
-    text_encoder, unet = train_denoiser(config, data, args.workdir, tokenizer)
+    # Exporting only: zero step targets make every stage load its checkpoint and stop.
+    run = TrainConfig(**{**asdict(config), "vae_steps": 0, "unet_steps": 0}) if args.export_only else config
+    if not args.export_only:
+        (args.workdir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    vae = train_vae(run, args.workdir)
+    data = encode_dataset(run, vae, args.workdir)
+    text_encoder, unet = train_denoiser(run, data, args.workdir, tokenizer)
     export(vae, text_encoder, unet, tokenizer, data["scaling_factor"], args.out)
     elapsed = time.time() - started
     log_line(args.workdir, {"stage": "export", "seconds_this_run": elapsed, "out": str(args.out)})
+    summary = {"config": json.loads((args.workdir / "config.json").read_text()),
+               "final_losses": final_losses(args.workdir),
+               "scaling_factor": data["scaling_factor"]}
+    (args.out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"saved {args.out} ({elapsed / 60:.1f} min this run)")
 
 
