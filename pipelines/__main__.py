@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
+    from pipelines.cache import default_frame_cache
     from pipelines.loading import ModelLoadError, load_model
     from pipelines.media import write_manifest, write_media
     from pipelines.morph import Morpher
@@ -146,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.set_postfix_str(f"frame {progress.frames_done}/{progress.frames_total}", refresh=False)
             bar.refresh()
 
-        result = Morpher(model).render(request, on_step=on_step)
+        # Frames are cached on disk: a repeated or re-timed morph renders only what is new.
+        result = Morpher(model, cache=default_frame_cache()).render(request, on_step=on_step)
     images = [frame.image for frame in result.frames]
     try:
         for path in outputs:
@@ -159,7 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     flagged = result.manifest["nsfw_frames"]
     if flagged:
         print(f"warning: the safety checker flagged frames {flagged} (blacked out)", file=sys.stderr)
-    print(f"{len(images)} frames in {time.perf_counter() - started:.1f} s with model {model.name}", file=sys.stderr)
+    cost = result.manifest.get("render") or {}
+    reused = f", {cost['cache_hits']} from the frame cache" if cost.get("cache_hits") else ""
+    print(f"{len(images)} frames in {time.perf_counter() - started:.1f} s with model {model.name}{reused}",
+          file=sys.stderr)
     return 0
 
 

@@ -12,6 +12,8 @@ high-dimensional sphere, so normalising rows separately would bend the path.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 # Above this |cos(angle)| the inputs are treated as parallel (or opposite) and slerp
@@ -135,27 +137,155 @@ def spaced(count: int, spacing: str = "linear") -> torch.Tensor:
     raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
 
 
-def retime_even(t: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
-    """New t values, as many as `t`, at equal steps of cumulative distance.
+def monotone_cubic(x: torch.Tensor, y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Monotone piecewise-cubic (PCHIP) interpolation of increasing data (Fritsch & Carlson, SIAM J. Numer.
+    Anal. 1980): through every point, never overshooting, so a cumulative distance stays monotone."""
+    x, y, query = x.double(), y.double(), query.double()
+    h = x.diff()
+    slope = y.diff() / h
+    d = torch.zeros_like(y)
+    if x.numel() == 2:
+        d[:] = slope[0]
+    else:
+        # Interior: weighted harmonic mean of the neighbouring slopes, 0 at a flat spot or a turn.
+        w1, w2 = 2 * h[1:] + h[:-1], h[1:] + 2 * h[:-1]
+        left, right = slope[:-1], slope[1:]
+        same_sign = (left * right) > 0
+        harmonic = (w1 + w2) / (w1 / left.where(same_sign, torch.ones_like(left))
+                                + w2 / right.where(same_sign, torch.ones_like(right)))
+        d[1:-1] = torch.where(same_sign, harmonic, torch.zeros_like(harmonic))
+        # Ends: one-sided three-point estimate, clipped to keep the shape.
+        for end, (h0, h1, s0, s1) in ((0, (h[0], h[1], slope[0], slope[1])), (-1, (h[-1], h[-2], slope[-1], slope[-2]))):
+            value = ((2 * h0 + h1) * s0 - h0 * s1) / (h0 + h1)
+            if value * s0 <= 0:
+                value = torch.zeros_like(value)
+            elif s0 * s1 <= 0 and value.abs() > 3 * s0.abs():
+                value = 3 * s0
+            d[end] = value
+    index = torch.searchsorted(x, query, right=True).clamp(1, x.numel() - 1) - 1
+    u = (query - x[index]) / h[index]
+    h00, h10, h01, h11 = (2 * u**3 - 3 * u**2 + 1), (u**3 - 2 * u**2 + u), (-2 * u**3 + 3 * u**2), (u**3 - u**2)
+    return h00 * y[index] + h10 * h[index] * d[index] + h01 * y[index + 1] + h11 * h[index] * d[index + 1]
 
-    `t` holds increasing values from 0 to 1 (both included) and `gaps[i]` the
-    measured distance between the frames at t[i] and t[i+1]. Distance is taken as
-    linear in t inside each gap (the re-timing of DiffMorpher, CVPR 2024, with a
-    pixel distance). Returns t unchanged when all gaps are zero.
+
+# Resolution of the dense grid on which the smooth cumulative-distance curve is inverted.
+RETIME_GRID = 4096
+
+
+def retime_even(t: torch.Tensor, gaps: torch.Tensor, count: int | None = None, smooth: bool = False) -> torch.Tensor:
+    """`count` new t values (default: as many as `t`) at equal steps of cumulative distance.
+
+    `t` holds increasing values from t[0] to t[-1] (both kept as the ends) and
+    `gaps[i]` the measured distance between the frames at t[i] and t[i+1]. Distance
+    is taken as linear in t inside each gap (the re-timing of DiffMorpher, CVPR 2024,
+    with a pixel distance), or, with `smooth`, as the monotone cubic through the
+    measured points (closer to the truth where a change is concentrated in a few
+    gaps). Returns evenly spaced t when all gaps are zero.
     """
     t = t.double()
     gaps = gaps.double().clamp_min(0.0)
     if t.ndim != 1 or gaps.shape != (t.numel() - 1,):
         raise ValueError("retime_even needs n values of t and n - 1 gaps")
+    count = t.numel() if count is None else count
+    if count < 2:
+        raise ValueError(f"retime_even needs count >= 2, got {count}")
     total = gaps.sum()
     if total.item() <= 0.0:
-        return t.clone()
+        return torch.linspace(float(t[0]), float(t[-1]), count, dtype=torch.float64)
     cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), gaps.cumsum(0)]) / total
-    targets = torch.linspace(0.0, 1.0, t.numel(), dtype=torch.float64)
+    if smooth and t.numel() > 2:
+        # Invert the smooth curve by sampling it densely (the measured points kept exactly).
+        grid = torch.cat([torch.linspace(float(t[0]), float(t[-1]), RETIME_GRID + 1, dtype=torch.float64), t])
+        grid = grid.unique(sorted=True)
+        cumulative = torch.cummax(monotone_cubic(t, cumulative, grid).clamp(0.0, 1.0), 0).values
+        t = grid
+    targets = torch.linspace(0.0, 1.0, count, dtype=torch.float64)
     # Piecewise-linear inverse of cumulative(t): find the gap each target falls in.
+    steps = cumulative.diff()
     index = torch.searchsorted(cumulative, targets, right=True).clamp(1, t.numel() - 1) - 1
-    start, width = cumulative[index], gaps[index] / total
+    start, width = cumulative[index], steps[index]
     fraction = torch.where(width > 0, (targets - start) / width.clamp_min(1e-300), torch.zeros_like(width))
     out = t[index] + fraction.clamp(0.0, 1.0) * (t[index + 1] - t[index])
     out[0], out[-1] = t[0], t[-1]
     return out
+
+
+def share_frames(lengths: list[float], gaps: int) -> list[int]:
+    """Split `gaps` frame-to-frame steps between segments in proportion to their lengths.
+
+    Every segment gets at least one step (its start keyframe); the rest follow the
+    largest-remainder rule, so a segment twice as long gets about twice the steps.
+    Zero or unknown lengths share equally.
+    """
+    count = len(lengths)
+    if gaps < count:
+        raise ValueError(f"{gaps} steps cannot cover {count} segments")
+    weights = [max(0.0, float(length)) for length in lengths]
+    total = sum(weights)
+    if total <= 0.0:
+        weights, total = [1.0] * count, float(count)
+    ideal = [gaps * weight / total for weight in weights]
+    shares = [max(1, int(value)) for value in ideal]
+    # Hand out or take back single steps where the rounding error is largest.
+    while sum(shares) < gaps:
+        shares[max(range(count), key=lambda i: ideal[i] - shares[i])] += 1
+    while sum(shares) > gaps:
+        shares[max((i for i in range(count) if shares[i] > 1), key=lambda i: shares[i] - ideal[i])] -= 1
+    return shares
+
+
+def select_even(
+    distance: Callable[[int, int], float], samples: int, count: int, forced: set[int], window: int = 8,
+    power: float = 4.0,
+) -> list[int]:
+    """Pick `count` of `samples` ordered frames so consecutive picks are as equally far apart as possible.
+
+    Dynamic programming over the samples 0..samples-1: the first and last and every
+    index in `forced` (keyframes) are always picked; a step may skip at most
+    `window - 1` samples and never a forced one. The cost is the sum of
+    (gap / mean gap) ** power over the picked steps: with a high power this is close
+    to minimising the largest gap (the jump ratio), while still evening out the rest.
+    `distance(i, j)` measures the gap between samples i < j (called lazily, at most
+    once per pair).
+    """
+    if not 2 <= count <= samples:
+        raise ValueError(f"cannot pick {count} of {samples} samples")
+    forced = set(forced) | {0, samples - 1}
+    if len(forced) > count:
+        raise ValueError(f"{len(forced)} forced samples do not fit in {count}")
+    next_forced = [0] * samples  # the first forced index >= i
+    upcoming = samples - 1
+    for index in range(samples - 1, -1, -1):
+        if index in forced:
+            upcoming = index
+        next_forced[index] = upcoming
+    memo: dict[tuple[int, int], float] = {}
+
+    def gap(i: int, j: int) -> float:
+        if (i, j) not in memo:
+            memo[(i, j)] = float(distance(i, j))
+        return memo[(i, j)]
+
+    # The scale only conditions the numbers: the mean step of the walk through every sample.
+    scale = sum(gap(i, i + 1) for i in range(samples - 1)) / (count - 1) or 1.0
+    infinity = float("inf")
+    # best[k][j]: lowest cost of a walk from sample 0 to sample j picking k + 1 samples.
+    best = [[infinity] * samples for _ in range(count)]
+    came_from = [[-1] * samples for _ in range(count)]
+    best[0][0] = 0.0
+    for k in range(1, count):
+        for j in range(1, samples):
+            # Sample j can be the k-th pick only if enough samples and forced ones remain after it.
+            for i in range(max(0, j - window), j):
+                if best[k - 1][i] == infinity or next_forced[i + 1] < j:
+                    continue  # unreachable, or the step would skip a forced sample
+                cost = best[k - 1][i] + (gap(i, j) / scale) ** power
+                if cost < best[k][j]:
+                    best[k][j], came_from[k][j] = cost, i
+    if best[count - 1][samples - 1] == infinity:
+        raise ValueError(f"no way to pick {count} of {samples} samples within a window of {window}")
+    picks, j = [samples - 1], samples - 1
+    for k in range(count - 1, 0, -1):
+        j = came_from[k][j]
+        picks.append(j)
+    return picks[::-1]

@@ -17,13 +17,15 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator
 
+import numpy as np
 import torch
 
 from pipelines import metrics
-from pipelines.interpolate import SPACINGS, interpolate, retime_even, spaced
+from pipelines.cache import FrameCache, frame_key, model_fingerprint
+from pipelines.interpolate import SPACINGS, interpolate, retime_even, select_even, share_frames, spaced
 from pipelines.loading import LoadedModel
 
 if TYPE_CHECKING:
@@ -33,6 +35,22 @@ INTERPS = ("slerp", "lerp")
 MANIFEST_VERSION = 1
 # Encoded prompts kept across requests (a re-render with other frames re-encodes nothing).
 TEXT_CACHE_SIZE = 64
+
+# "even" spacing: equal perceptual (pixel RMSE) steps at the requested frame count.
+# Render budget: at most this many times the frames of a plain render are denoised.
+EVEN_BUDGET = 2.0
+# Stop refining once the chosen frames' jump ratio (largest gap / mean gap) is this low.
+EVEN_GOAL = 1.15
+# At most this many refinement rounds after the pilot (each is one or a few batches).
+EVEN_ROUNDS = 4
+# A wanted frame within this fraction of one step of a frame already rendered uses that frame.
+EVEN_SNAP = 0.1
+# Each round spends at most this share of the budget that is left (later rounds see better curves).
+EVEN_ROUND_SHARE = 0.5
+# Invert the monotone cubic through the measured distances (else piecewise linear).
+EVEN_SMOOTH = True
+# Distances for planning are measured on frames scaled down to at most this many pixels a side.
+EVEN_PLAN_SIDE = 128
 
 
 @dataclass(frozen=True)
@@ -207,6 +225,73 @@ def uses_guidance(pipe, guidance: float) -> bool:
     return guidance > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
 
 
+def planning_array(image: "Image.Image") -> np.ndarray:
+    """A frame as float32 in [0, 1], scaled down to at most EVEN_PLAN_SIDE a side (distances for planning)."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    if max(image.size) > EVEN_PLAN_SIDE:
+        scale = EVEN_PLAN_SIDE / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BOX)
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+class _PairDistance:
+    """Pixel RMSE between samples i and j of a list of planning arrays, remembered."""
+
+    def __init__(self, arrays: list[np.ndarray]) -> None:
+        self.arrays = arrays
+        self.memo: dict[tuple[int, int], float] = {}
+
+    def __call__(self, i: int, j: int) -> float:
+        if (i, j) not in self.memo:
+            self.memo[(i, j)] = float(np.sqrt(np.mean((self.arrays[i] - self.arrays[j]) ** 2)))
+        return self.memo[(i, j)]
+
+
+def even_targets(
+    samples: list[tuple[int, float]], distance: Callable[[int, int], float], segments: int, gaps: int
+) -> list[tuple[int, float]]:
+    """(segment, t) where frames should sit for equal steps, not yet near a sample; largest misses first.
+
+    `samples` are the rendered (segment, t) in chain order, ending with the last
+    keyframe (or, for a loop, keyframe 0 again); `distance(i, i + 1)` is the gap
+    between neighbours. Each segment's share of the `gaps` steps follows its length
+    (`share_frames`); inside a segment the cumulative distance is inverted
+    (`retime_even`). A target within EVEN_SNAP of a step from a sample is left out:
+    that sample will do.
+    """
+    bounds = [i for i in range(len(samples) - 1) if samples[i][1] == 0.0] + [len(samples) - 1]
+    if len(bounds) != segments + 1:
+        raise ValueError(f"expected {segments + 1} keyframes among the samples, found {len(bounds)}")
+    curves = []
+    for first, last in zip(bounds, bounds[1:]):
+        t = torch.tensor([samples[i][1] for i in range(first, last)] + [1.0], dtype=torch.float64)
+        steps = torch.tensor([distance(i, i + 1) for i in range(first, last)], dtype=torch.float64)
+        curves.append((t, steps))
+    lengths = [float(steps.sum()) for _, steps in curves]
+    step = sum(lengths) / gaps
+    if step <= 0:
+        return []
+    wanted = []
+    for segment, ((t, steps), share) in enumerate(zip(curves, share_frames(lengths, gaps))):
+        if share < 2:
+            continue
+        placed = retime_even(t, steps, share + 1, smooth=EVEN_SMOOTH)[1:-1]
+        reached = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])  # distance at each sample
+        for k, new_t in enumerate(placed.tolist(), start=1):
+            miss = float((reached - k * lengths[segment] / share).abs().min()) / step
+            if miss > EVEN_SNAP and 0.0 < new_t < 1.0 and new_t not in t.tolist():
+                wanted.append((miss, segment, new_t))
+    wanted.sort(key=lambda item: -item[0])
+    return [(segment, new_t) for _, segment, new_t in wanted]
+
+
+def _keyframe_of(frame: RenderedFrame, keyframes: int) -> int:
+    """Which keyframe a frame at t = 0 or t = 1 shows."""
+    return frame.segment if frame.t == 0.0 else (frame.segment + 1) % keyframes
+
+
 class _Progress:
     """Counts finished frames and turns pipeline step callbacks into StepProgress / cancellation."""
 
@@ -242,12 +327,41 @@ class _Progress:
         return {}
 
 
-class Morpher:
-    """Renders morphs with one loaded model. Not thread-safe: serialise calls per model."""
+@dataclass
+class RenderStats:
+    """What one morph cost: frames denoised, frames taken from the cache, and how "even" got there."""
 
-    def __init__(self, model: LoadedModel) -> None:
+    frames_out: int = 0  # frames in the result
+    frames_rendered: int = 0  # frames denoised by the pipeline (cache misses)
+    cache_hits: int = 0  # frames taken from the frame cache
+    pipeline_calls: int = 0  # batches sent through the pipeline
+    budget: int | None = None  # "even": most frames it may consider (EVEN_BUDGET x the frame count)
+    rounds: list[dict] = field(default_factory=list)  # "even": samples and jump ratio after each pass
+
+    def as_dict(self) -> dict:
+        """JSON-ready, with the render cost relative to a plain render of the same frames."""
+        considered = self.frames_rendered + self.cache_hits
+        return {
+            **asdict(self),
+            "frames_considered": considered,
+            "cost_vs_plain": round(considered / self.frames_out, 4) if self.frames_out else None,
+        }
+
+
+class Morpher:
+    """Renders morphs with one loaded model. Not thread-safe: serialise calls per model.
+
+    `cache` (optional) keeps rendered frames across requests: a repeated request, a
+    re-timing or a render with more frames reuses them. Without one, frames are
+    only reused inside a request (the "even" pilot pass).
+    """
+
+    def __init__(self, model: LoadedModel, cache: FrameCache | None = None) -> None:
         self.model = model
+        self.cache = cache
+        self.last_stats: tuple[MorphRequest, RenderStats] | None = None  # of the last finished morph
         self._text_cache: OrderedDict[tuple, tuple[TextEmbeds, TextEmbeds | None]] = OrderedDict()
+        self._fingerprint: str | None = None
 
     def frames(
         self,
@@ -299,23 +413,96 @@ class Morpher:
         plan = plan_frames(len(request.prompts), request.frames, request.loop, request.spacing)
         batch_size = request.batch_size or default_batch_size(self.model.device, request.width, request.height)
         progress = _Progress(len(plan), on_step, should_stop)
-        finished: dict[int, RenderedFrame] = {}
+        stats = RenderStats(frames_out=len(plan))
         if request.spacing == "even":
-            # 4b. Equal pixel steps: render a pilot at linear t, then re-time t from its gaps.
-            plan, finished = self.even_plan(plan, keys, request, batch_size, progress)
-        # 5-7. Walk noise and embeddings, denoise batch by batch, yield frames in order.
-        todo = [spec for spec in plan if spec.index not in finished]
-        next_index = 0
-        for batch in batched(todo, batch_size):
-            for frame in self.denoise(batch, keys, request, progress):
-                finished[frame.index] = frame
-            while next_index in finished:
-                yield finished.pop(next_index)
-                next_index += 1
-        while next_index in finished:  # keyframes left over from an "even" pilot
-            yield finished.pop(next_index)
-            next_index += 1
+            # 4b. Equal pixel steps: a pilot pass at linear t, then frames placed (and
+            #     refined) by the measured distances; only the chosen frames come out.
+            frames: Iterator[RenderedFrame] = iter(self.even_frames(plan, keys, request, batch_size, progress, stats))
+        else:
+            # 5-7. Walk noise and embeddings, denoise batch by batch (cached frames skip
+            #      the pipeline), yield frames in order as their batch finishes.
+            frames = self.render_specs(plan, keys, request, batch_size, progress, stats)
+        for frame in frames:
+            yield frame
         timings["render_s"] = time.perf_counter() - started
+        self.last_stats = (request, stats)
+
+    def render_specs(
+        self,
+        specs: list[FrameSpec],
+        keys: Keyframes,
+        request: MorphRequest,
+        batch_size: int,
+        progress: _Progress,
+        stats: RenderStats,
+    ) -> Iterator[RenderedFrame]:
+        """Frames for `specs`, in their order: from the cache when there, else denoised in batches."""
+        progress.check_stop()
+        cache_keys = {spec.index: self.frame_key(spec, keys, request) for spec in specs} if self.cache is not None else {}
+        finished: dict[int, RenderedFrame] = {}
+        todo = []
+        for spec in specs:
+            stored = self.cache.get(cache_keys[spec.index]) if self.cache is not None else None
+            if stored is None:
+                todo.append(spec)
+                continue
+            finished[spec.index] = RenderedFrame(spec.index, spec.t, spec.segment, stored.image.copy(), stored.nsfw)
+            stats.cache_hits += 1
+            progress.frames_done += 1
+        order = [spec.index for spec in specs]
+        position = 0
+        for batch in [[], *batched(todo, batch_size)]:  # the empty batch first: cached leading frames go out now
+            for frame in self.denoise(batch, keys, request, progress) if batch else []:
+                finished[frame.index] = frame
+                stats.frames_rendered += 1
+                if self.cache is not None:
+                    self.cache.put(cache_keys[frame.index], frame.image, frame.nsfw)
+            stats.pipeline_calls += bool(batch)
+            while position < len(order) and order[position] in finished:
+                yield finished.pop(order[position])
+                position += 1
+
+    def frame_fields(self, spec: FrameSpec, keys: Keyframes, request: MorphRequest) -> dict:
+        """Everything that determines one frame's pixels (what its cache key hashes).
+
+        A keyframe (t = 0 or 1) depends only on its own prompt and seed, so the end of
+        one segment and the start of the next, or the same keyframe in another chain,
+        share one entry.
+        """
+        pipe = self.model.pipe
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(pipe)
+        start, end = keys.ends(spec.segment)
+        if spec.t in (0.0, 1.0):
+            keyframe = start if spec.t == 0.0 else end
+            ends, t, interp = [(request.prompts[keyframe], keys.seeds[keyframe])], 0.0, None
+        else:
+            ends = [(request.prompts[start], keys.seeds[start]), (request.prompts[end], keys.seeds[end])]
+            t, interp = spec.t, request.interp
+        guided = uses_guidance(pipe, request.guidance)
+        return {
+            "model": self.model.name,
+            "weights": self._fingerprint,
+            "pipeline": type(pipe).__name__,
+            "ends": ends,
+            "t": float(t),
+            "interp": interp,
+            "noise_interp": "slerp",
+            "negative_prompt": request.negative_prompt if guided else None,
+            "guided": guided,
+            "steps": request.steps,
+            "guidance": float(request.guidance) if guided else None,
+            "size": [request.width, request.height],
+            "scheduler": type(pipe.scheduler).__name__,
+            "scheduler_config": dict(pipe.scheduler.config),
+            "safety_checker": getattr(pipe, "safety_checker", None) is not None,
+            "dtype": str(self.model.dtype),
+            "device": self.model.device.type,
+        }
+
+    def frame_key(self, spec: FrameSpec, keys: Keyframes, request: MorphRequest) -> str:
+        """The frame cache's key for one frame."""
+        return frame_key(self.frame_fields(spec, keys, request))
 
     def latent_shape(self, request: MorphRequest) -> tuple[int, int, int, int]:
         """Shape of one frame's latent, as the pipeline's `prepare_latents` computes it."""
@@ -371,13 +558,18 @@ class Morpher:
 
     def walk(self, batch: list[FrameSpec], keys: Keyframes, request: MorphRequest) -> dict[str, torch.Tensor]:
         """Latents and embeddings of a batch of frames, interpolated between their keyframes."""
+        segments = list(dict.fromkeys(spec.segment for spec in batch))
+        # Frames are interpolated segment by segment, then put back in the batch's order.
+        grouped = [position for segment in segments for position, spec in enumerate(batch) if spec.segment == segment]
+        restore = torch.tensor(grouped).argsort()
+
         def along(values: list[torch.Tensor], method: str) -> torch.Tensor:
             parts = []
-            for segment in dict.fromkeys(spec.segment for spec in batch):
+            for segment in segments:
                 start, end = keys.ends(segment)
                 t = torch.tensor([spec.t for spec in batch if spec.segment == segment], dtype=torch.float32)
                 parts.append(interpolate(values[start][0], values[end][0], t, method))
-            return torch.cat(parts)
+            return torch.cat(parts)[restore.to(values[0].device)]
 
         walked = {
             "latents": along(keys.noise, "slerp"),
@@ -431,29 +623,66 @@ class Morpher:
             for spec, image, nsfw in zip(batch, output.images, flagged)
         ]
 
-    def even_plan(
-        self, plan: list[FrameSpec], keys: Keyframes, request: MorphRequest, batch_size: int, progress: _Progress
-    ) -> tuple[list[FrameSpec], dict[int, RenderedFrame]]:
-        """Re-time t so consecutive frames differ by equal pixel distances, segment by segment.
+    def even_frames(
+        self,
+        plan: list[FrameSpec],
+        keys: Keyframes,
+        request: MorphRequest,
+        batch_size: int,
+        progress: _Progress,
+        stats: RenderStats,
+    ) -> list[RenderedFrame]:
+        """The requested number of frames at (nearly) equal pixel distances, keyframes fixed.
 
-        Renders the plan once (linear t), measures the gaps, and moves the in-between
-        frames; keyframes do not move, so their pilot frames are kept and returned.
+        1. Pilot: render the linear plan (often cached: it is the plain linear morph).
+        2. Measure distances along the samples rendered so far; each segment's share of
+           the frames follows its length; invert the cumulative distance to find where
+           the frames should sit; render those not already close to a sample (the
+           widest gaps first), at most EVEN_ROUND_SHARE of the budget left per round.
+        3. Pick the frames from all samples by dynamic programming (`select_even`), so
+           the output's gaps are as equal as the samples allow; stop when the jump
+           ratio reaches EVEN_GOAL, the budget (EVEN_BUDGET x frames) is spent or
+           nothing new is worth rendering.
         """
-        keyframe_count = sum(1 for spec in plan if spec.t in (0.0, 1.0))
-        progress.frames_total = 2 * len(plan) - keyframe_count
-        pilot = [frame for batch in batched(plan, batch_size) for frame in self.denoise(batch, keys, request, progress)]
-        retimed: list[FrameSpec] = []
-        for segment in dict.fromkeys(spec.segment for spec in plan):
-            inside = [frame for frame in pilot if frame.segment == segment and frame.t < 1.0]
-            after = pilot[inside[-1].index + 1] if inside[-1].index + 1 < len(pilot) else pilot[0]
-            t = torch.tensor([frame.t for frame in inside] + [1.0], dtype=torch.float64)
-            gaps = torch.tensor(metrics.frame_gaps([frame.image for frame in inside] + [after.image]))
-            for frame, new_t in zip(inside, retime_even(t, gaps)[:-1].tolist()):
-                retimed.append(FrameSpec(frame.index, segment, new_t))
-        if not request.loop:
-            retimed.append(plan[-1])
-        keyframes = {frame.index: frame for frame in pilot if frame.t in (0.0, 1.0)}
-        return retimed, keyframes
+        budget = int(EVEN_BUDGET * len(plan))
+        stats.budget = budget
+        pool: dict[tuple[int, float], RenderedFrame] = {}
+        arrays: dict[tuple[int, float], np.ndarray] = {}
+
+        def add(specs: list[FrameSpec]) -> None:
+            for frame in self.render_specs(specs, keys, request, batch_size, progress, stats):
+                pool[(frame.segment, frame.t)] = frame
+                arrays[(frame.segment, frame.t)] = planning_array(frame.image)
+
+        add(plan)
+        segments = len(request.prompts) if request.loop else len(request.prompts) - 1
+        gaps_out = len(plan) if request.loop else len(plan) - 1
+        picks: list[tuple[int, float]] = sorted(pool)
+        for _ in range(EVEN_ROUNDS + 1):
+            samples = sorted(pool)
+            # The loop's last segment ends at keyframe 0: the first sample again.
+            ends = samples + [samples[0]] if request.loop else samples
+            distance = _PairDistance([arrays[sample] for sample in ends])
+            chosen = select_even(
+                distance, len(ends), gaps_out + 1,
+                forced={i for i, sample in enumerate(samples) if sample[1] in (0.0, 1.0)},
+                window=max(8, 3 * math.ceil(len(ends) / (gaps_out + 1)) + 2),
+            )
+            picks = [ends[i] for i in chosen[: len(plan)]]
+            gaps = [distance(i, j) for i, j in zip(chosen, chosen[1:])]
+            jump = metrics.jump_ratio(gaps)
+            stats.rounds.append({"samples": len(pool), "jump_ratio": None if math.isnan(jump) else round(jump, 4)})
+            room = budget - len(pool)
+            if math.isnan(jump) or jump <= EVEN_GOAL or room <= 0 or len(stats.rounds) > EVEN_ROUNDS:
+                break
+            wanted = even_targets(ends, distance, segments, gaps_out)
+            if not wanted:
+                break
+            take = sorted(wanted[: max(1, min(room, math.ceil(room * EVEN_ROUND_SHARE)))])
+            start = len(pool)
+            progress.frames_total += len(take)
+            add([FrameSpec(start + n, segment, t) for n, (segment, t) in enumerate(take)])
+        return [replace(pool[sample], index=index) for index, sample in enumerate(picks)]
 
     def manifest(self, request: MorphRequest, frames: list[RenderedFrame], timings: dict[str, float]) -> dict:
         """The JSON-ready record of a morph: what was asked, what was rendered, how smooth it is."""
@@ -494,6 +723,25 @@ class Morpher:
                 **{name: round(value, 4) for name, value in timings.items()},
                 "per_frame_s": round(timings.get("render_s", 0.0) / max(1, len(frames)), 4),
             },
-            "metrics": metrics.smoothness([frame.image for frame in frames]),
+            "metrics": metrics.smoothness(
+                [frame.image for frame in frames],
+                keyframes=[i for i, frame in enumerate(frames) if frame.t == 0.0]
+                + ([len(frames) - 1] if frames and frames[-1].t == 1.0 else []),
+                loop=request.loop,
+            )
+            if len(frames) >= 2
+            else None,
+            # Endpoint fidelity, cheaply: a digest of each keyframe's pixels, to compare with a
+            # plain render of its prompt and seed (the benchmark measures PSNR against one).
+            "keyframes": [
+                {"index": frame.index, "prompt": request.prompts[_keyframe_of(frame, len(request.prompts))],
+                 "seed": keyframe_seeds(request)[_keyframe_of(frame, len(request.prompts))],
+                 "sha256_16": metrics.pixel_digest(frame.image)}
+                for frame in frames
+                if frame.t in (0.0, 1.0)
+            ],
+            "render": self.last_stats[1].as_dict()
+            if self.last_stats is not None and self.last_stats[0] == request
+            else None,
             "request": asdict(request),
         }

@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.metrics import coefficient_of_variation, directness, frame_gaps, jump_ratio, rmse, smoothness
+from pipelines.metrics import (
+    coefficient_of_variation,
+    directness,
+    frame_gaps,
+    jump_ratio,
+    pixel_digest,
+    psnr,
+    rmse,
+    smoothness,
+    ssim_distance,
+)
 
 
 def _grey(level: float, size: int = 8) -> Image.Image:
@@ -52,3 +62,41 @@ def test_degenerate_sequences_give_none_not_nan() -> None:
     assert figures["jump_ratio"] is None and figures["cv"] is None and figures["directness"] is None
     assert math.isnan(jump_ratio([]))
     assert "NaN" not in json.dumps(figures)
+
+
+@pytest.mark.parametrize("copies", [1, 3, 8])
+def test_n_copies_of_a_then_b_has_jump_ratio_n(copies: int) -> None:
+    figures = smoothness([_grey(0.2)] * copies + [_grey(0.8)])
+    assert figures["jump_ratio"] == pytest.approx(copies)
+    assert figures["ssim"]["jump_ratio"] == pytest.approx(copies)
+    assert figures["directness"] == pytest.approx(1.0)
+
+
+def test_a_cross_fade_between_pictures_is_even_in_both_distances() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.random((16, 16, 3)), rng.random((16, 16, 3))
+    frames = [(1 - w) * a + w * b for w in np.linspace(0, 1, 9)]
+    figures = smoothness(frames)
+    assert figures["jump_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert figures["directness"] == pytest.approx(1.0, abs=1e-6)
+    assert len(figures["ssim_gaps"]) == 8 and figures["ssim"]["jump_ratio"] < 1.5
+
+
+def test_ssim_distance_and_psnr() -> None:
+    assert ssim_distance(_grey(0.3), _grey(0.3)) == pytest.approx(0.0)
+    assert ssim_distance(_grey(0.0, 16), _grey(1.0, 16)) > 0.9
+    assert ssim_distance(_grey(0.0, 2), _grey(1.0, 2)) == pytest.approx(1.0)  # too small for a window: RMSE
+    assert psnr(_grey(0.5), _grey(0.5)) == math.inf
+    assert psnr(np.zeros((4, 4)), np.full((4, 4), 0.1)) == pytest.approx(20.0)
+    assert pixel_digest(_grey(0.5)) == pixel_digest(np.asarray(_grey(0.5))) != pixel_digest(_grey(0.6))
+
+
+def test_chains_and_loops_report_directness_per_segment() -> None:
+    frames = [_grey(level) for level in (0.0, 0.25, 0.5, 0.2, 0.8, 0.4)]  # keyframes at 0, 2 and 5
+    figures = smoothness(frames, keyframes=[0, 2, 5])
+    assert [segment["frames"] for segment in figures["segments"]] == [2, 3]
+    assert figures["segments"][0]["directness"] == pytest.approx(1.0, abs=1e-2)
+    assert figures["segments"][1]["directness"] > 2  # 0.5 -> 0.2 -> 0.8 -> 0.4 is a detour
+    looped = smoothness(frames[:4], keyframes=[0, 2], loop=True)
+    assert len(looped["gaps"]) == 4 and looped["gaps"][-1] == pytest.approx(0.2, abs=1e-2)
+    assert looped["segments"][1]["straight"] == pytest.approx(0.5, abs=1e-2)  # back to frame 0

@@ -213,7 +213,8 @@ def test_even_spacing_evens_out_the_gaps(morpher) -> None:
     assert even.manifest["metrics"]["cv"] <= linear["cv"] + 1e-9
     assert [frame.index for frame in even.frames] == list(range(6))
     assert even.frames[0].t == 0.0 and even.frames[-1].t == 1.0
-    assert steps[-1].frames_total == 6 + 4  # a pilot pass, then the four in-between frames again
+    # a pilot pass, then only the frames the re-timing asks for, within the budget
+    assert 6 <= steps[-1].frames_total == even.manifest["render"]["frames_rendered"] <= 2 * 6
 
 
 def test_flagged_frames_are_reported(morpher, monkeypatch) -> None:

@@ -1,0 +1,181 @@
+"""`--spacing even`: frames at equal pixel steps, within the render budget, chains shared by length."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipelines import metrics
+from pipelines.interpolate import monotone_cubic, retime_even, select_even, share_frames
+from pipelines.morph import EVEN_BUDGET, Morpher, MorphRequest, RenderedFrame, even_targets
+
+RNG = np.random.default_rng(0)
+PICTURES = [RNG.random((16, 16, 3)) for _ in range(3)]  # what keyframes 0, 1, 2 "look like"
+
+
+def sigmoid(x: float, centre: float, width: float) -> float:
+    return 1.0 / (1.0 + math.exp(-(x - centre) / width))
+
+
+def sharp(position: float) -> float:
+    """Share of the way from one picture to the next: almost all of it near t = 0.4."""
+    t = position - math.floor(position) if position < 2 else 1.0
+    return 0.05 * t + 0.95 * (sigmoid(t, 0.4, 0.02) - sigmoid(0, 0.4, 0.02)) / (
+        sigmoid(1, 0.4, 0.02) - sigmoid(0, 0.4, 0.02)
+    )
+
+
+class FakeRenders:
+    """Stands in for the pipeline: frame = blend of two pictures by `profile(t)`; counts frames drawn."""
+
+    def __init__(self, profile, scale=(1.0, 1.0)) -> None:
+        self.profile = profile
+        self.scale = scale  # how different each segment's end picture is from its start
+        self.drawn: list[tuple[int, float]] = []
+
+    def __call__(self, batch, keys, request, progress) -> list[RenderedFrame]:
+        frames = []
+        for spec in batch:
+            start, end = spec.segment, (spec.segment + 1) % len(request.prompts)
+            weight = self.profile(spec.t) * self.scale[spec.segment]
+            if spec.t == 1.0:
+                weight = 1.0
+            picture = (1 - weight) * PICTURES[start] + weight * PICTURES[end]
+            if spec.t == 0.0:
+                picture = PICTURES[start]
+            frames.append(RenderedFrame(spec.index, spec.t, spec.segment,
+                                        Image.fromarray(np.uint8(np.round(255 * picture)))))
+            self.drawn.append((spec.segment, spec.t))
+        progress.frames_done += len(batch)
+        return frames
+
+
+@pytest.fixture
+def fake_morpher(tiny_model):
+    def make(profile=sharp, scale=(1.0, 1.0), cache=None) -> tuple[Morpher, FakeRenders]:
+        morpher, fake = Morpher(tiny_model, cache=cache), FakeRenders(profile, scale)
+        morpher.denoise = fake
+        return morpher, fake
+
+    return make
+
+
+SHARP = MorphRequest(prompts=("a red circle", "a blue square"), frames=12, steps=1, width=16, height=16)
+
+
+# ---- the pure pieces ----------------------------------------------------------------------
+
+
+def test_share_frames_follows_lengths_and_gives_every_segment_one() -> None:
+    assert share_frames([1.0, 1.0], 10) == [5, 5]
+    assert share_frames([3.0, 1.0], 8) == [6, 2]
+    assert share_frames([100.0, 0.0, 1.0], 9) == [7, 1, 1]
+    assert share_frames([0.0, 0.0], 5) in ([3, 2], [2, 3])
+    assert sum(share_frames([0.2, 0.5, 0.31], 17)) == 17
+    with pytest.raises(ValueError):
+        share_frames([1.0, 1.0, 1.0], 2)
+
+
+def test_monotone_cubic_goes_through_the_points_without_overshoot() -> None:
+    x = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
+    y = torch.tensor([0.0, 0.02, 0.9, 0.95, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(monotone_cubic(x, y, x), y)
+    dense = monotone_cubic(x, y, torch.linspace(0, 1, 401, dtype=torch.float64))
+    assert (dense.diff() >= -1e-12).all() and dense.min() >= 0 and dense.max() <= 1
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+def test_retime_even_gives_any_count_and_keeps_the_ends(smooth: bool) -> None:
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    gaps = torch.tensor([0.1, 3.0, 0.1, 0.1])
+    new = retime_even(t, gaps, 9, smooth=smooth)
+    assert len(new) == 9 and new[0] == 0 and new[-1] == 1 and (new.diff() > 0).all()
+    assert ((new > 0.25) & (new < 0.5)).sum() >= 6  # most frames go where the change is
+    torch.testing.assert_close(retime_even(t, torch.zeros(4), 3), torch.tensor([0, 0.5, 1], dtype=torch.float64))
+
+
+def test_select_even_picks_equal_steps_and_keeps_forced_samples() -> None:
+    positions = [0, 1, 2, 3, 3.5, 4, 4.5, 5, 6, 8, 10, 12]
+    picks = select_even(lambda i, j: positions[j] - positions[i], len(positions), 7, forced={5})
+    assert picks[0] == 0 and picks[-1] == len(positions) - 1 and 5 in picks
+    steps = np.diff([positions[i] for i in picks])
+    assert steps.max() <= 2 + 1e-9
+    with pytest.raises(ValueError):
+        select_even(lambda i, j: 1.0, 4, 5, forced=set())
+
+
+def test_even_targets_skip_frames_near_a_sample() -> None:
+    samples = [(0, 0.0), (0, 0.5), (0, 1.0)]
+    distances = {(0, 1): 1.0, (1, 2): 1.0}
+    assert even_targets(samples, lambda i, j: distances[(i, j)], 1, 2) == []  # t = 0.5 is already there
+    wanted = even_targets(samples, lambda i, j: distances[(i, j)], 1, 4)
+    assert sorted(t for _, t in wanted) == pytest.approx([0.25, 0.75], abs=0.02)
+
+
+# ---- the morph ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frames", [8, 16])
+def test_even_evens_out_a_sharp_morph_within_the_budget(fake_morpher, frames: int) -> None:
+    morpher, fake = fake_morpher()
+    request = replace(SHARP, frames=frames)
+    linear = morpher.render(request).manifest["metrics"]
+    fake.drawn.clear()
+    even = morpher.render(replace(request, spacing="even"))
+    figures = even.manifest["metrics"]
+    assert linear["jump_ratio"] > 4
+    assert figures["jump_ratio"] < 1.5 and figures["jump_ratio"] <= linear["jump_ratio"] / 2
+    assert len(fake.drawn) == len(set(fake.drawn)) <= EVEN_BUDGET * frames  # nothing drawn twice
+    record = even.manifest["render"]
+    assert record["frames_rendered"] == len(fake.drawn) and record["budget"] == EVEN_BUDGET * frames
+    assert record["cost_vs_plain"] <= EVEN_BUDGET
+    assert [frame.index for frame in even.frames] == list(range(frames))
+    t = [frame.t for frame in even.frames]
+    assert t[0] == 0.0 and t[-1] == 1.0 and t == sorted(t)
+
+
+def test_even_gives_the_longer_segment_of_a_chain_more_frames(fake_morpher) -> None:
+    # Segment 0 barely changes (10% of the way to the next picture), segment 1 changes fully.
+    morpher, _ = fake_morpher(profile=lambda t: t, scale=(1.0, 1.0))
+    PICTURES[1] = 0.9 * PICTURES[0] + 0.1 * PICTURES[2]
+    try:
+        request = replace(SHARP, prompts=("a red circle", "a green star", "a blue square"), frames=13)
+        linear = morpher.render(request).frames
+        even = morpher.render(replace(request, spacing="even"))
+    finally:
+        PICTURES[1] = RNG.random((16, 16, 3))
+    assert sum(frame.segment == 0 for frame in linear) == 6
+    in_first = sum(frame.segment == 0 for frame in even.frames)
+    assert in_first <= 3  # the short segment keeps its keyframe and little else
+    assert even.manifest["metrics"]["jump_ratio"] < 1.5
+    keyframes = [frame for frame in even.frames if frame.t in (0.0, 1.0)]
+    assert [(frame.segment, frame.t) for frame in keyframes] == [(0, 0.0), (1, 0.0), (1, 1.0)]
+
+
+def test_even_loops_back_without_repeating_the_first_frame(fake_morpher) -> None:
+    morpher, _ = fake_morpher()
+    result = morpher.render(replace(SHARP, frames=10, loop=True, spacing="even"))
+    assert len(result.frames) == 10 and result.frames[-1].segment == 1 and result.frames[-1].t < 1.0
+    assert len(result.manifest["metrics"]["gaps"]) == 10  # the wrap-around gap counts in a loop
+    assert result.manifest["metrics"]["jump_ratio"] < 2
+
+
+def test_even_on_the_tiny_model_keeps_keyframes_and_reports_cost(morpher) -> None:
+    request = MorphRequest(prompts=("a red circle", "a blue square"), seeds=(1, 9), frames=6, steps=2, width=32,
+                           height=32)
+    linear = morpher.render(request)
+    steps: list = []
+    even = morpher.render(replace(request, spacing="even"), on_step=steps.append)
+    first = np.asarray(linear.frames[0].image)
+    assert np.array_equal(np.asarray(even.frames[0].image), first)
+    assert np.array_equal(np.asarray(even.frames[-1].image), np.asarray(linear.frames[-1].image))
+    assert even.manifest["metrics"]["jump_ratio"] <= linear.manifest["metrics"]["jump_ratio"] + 1e-9
+    record = even.manifest["render"]
+    assert record["frames_rendered"] <= EVEN_BUDGET * 6 and record["rounds"][0]["samples"] == 6
+    assert steps[-1].frames_total == record["frames_rendered"]
+    assert even.manifest["keyframes"][0]["sha256_16"] == metrics.pixel_digest(linear.frames[0].image)
