@@ -45,7 +45,8 @@ EXAMPLES = [
     ["a red circle", "a blue square"],
     ["a small yellow star", "a large purple triangle"],
     ["a large green square", "a small orange circle"],
-    ["a white triangle on a black background", "a pink star on a white background"],
+    ["a white triangle on a black background", "a black star on a white background"],
+    ["a large red circle", "a large blue circle"],
 ]
 DEFAULTS = {
     "seeds": "0",
