@@ -5,6 +5,8 @@
 
 Stages, each resumable from its checkpoint in `--workdir`:
   1. VAE (`AutoencoderKL`, x4 downsampling) on freshly drawn scenes: L1 + a small KL term.
+  1b. Fine-tune the decoder alone, the encoder frozen (sharper small shapes; the latent
+     space does not move, so this stage may run in a second process beside stage 3).
   2. Encode a fixed set of scenes once into latent means and standard deviations.
   3. CLIP text encoder and UNet together: epsilon prediction with min-SNR weighting,
      offset noise (so plain black and white backgrounds are reachable) and 10% empty captions
@@ -51,6 +53,8 @@ class TrainConfig:
     vae_batch: int = 32
     vae_lr: float = 5e-4
     kl_weight: float = 2e-6
+    decoder_steps: int = 1500  # decoder fine-tuning on the frozen encoder's latents
+    decoder_lr: float = 2e-4
     dataset_size: int = 40_000  # scenes encoded once for the UNet stage
     unet_steps: int = 3300
     unet_batch: int = 64
@@ -214,6 +218,57 @@ def train_vae(config: TrainConfig, workdir: Path) -> AutoencoderKL:
     return vae.eval()
 
 
+# ---------------------------------------------------------------- 1b. decoder
+
+def finetune_decoder(config: TrainConfig, vae: AutoencoderKL, workdir: Path) -> AutoencoderKL:
+    """Sharpen the decoder with the encoder frozen; resumes from `decoder.ckpt`.
+
+    The latent space does not move, so the UNet (trained on the frozen encoder's latents)
+    is unaffected and this stage may even run beside it. Latents are sampled from the
+    posterior, as the UNet's outputs will be, so the decoder learns to be robust to that.
+    """
+    optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=config.decoder_lr, weight_decay=0.0)
+    start, rng_state = 0, None
+    checkpoint_path = workdir / "decoder.ckpt"
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, weights_only=False)
+        vae.decoder.load_state_dict(state["decoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, rng_state = state["step"], state["rng"]
+    if start >= config.decoder_steps:
+        return vae.eval()
+    rng = random.Random(config.seed + 4)
+    if rng_state is not None:
+        rng.setstate(rng_state)
+    torch.manual_seed(config.seed + 4 + start)
+    vae.eval()
+    vae.decoder.train()
+    bar = tqdm(range(start, config.decoder_steps), desc="1b decoder", initial=start, total=config.decoder_steps)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = config.decoder_lr * lr_factor(step, config.decoder_steps, 50)
+        pixels = to_pixels(image_batch([sample_scene(rng) for _ in range(config.vae_batch)], SIDE))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            latents = vae.encode(pixels).latent_dist.sample()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reconstruction = vae.decode(latents.float()).sample.float()
+        l1 = F.l1_loss(reconstruction, pixels)
+        loss = l1 + F.mse_loss(reconstruction, pixels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(l1=f"{l1.item():.4f}")
+        if (step + 1) % 50 == 0:
+            log_line(workdir, {"stage": "decoder", "step": step + 1, "l1": l1.item()})
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.decoder_steps:
+            save_atomically(
+                {"decoder": vae.decoder.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+                 "rng": rng.getstate()},
+                checkpoint_path,
+            )
+    return vae.eval()
+
+
 # ---------------------------------------------------------------- 2. latents
 
 @torch.no_grad()
@@ -356,6 +411,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unet-steps", type=int, default=TrainConfig.unet_steps)
     parser.add_argument("--dataset-size", type=int, default=TrainConfig.dataset_size)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="run only the decoder fine-tuning (it needs the trained VAE; it can run "
+                             "in a second process beside the UNet stage)")
     parser.add_argument("--export-only", action="store_true",
                         help="save the folder from the latest checkpoints without training further")
     args = parser.parse_args(argv)
@@ -366,10 +424,15 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     tokenizer = build_clip_tokenizer(args.workdir / "tokenizer")
     # Exporting only: zero step targets make every stage load its checkpoint and stop.
-    run = TrainConfig(**{**asdict(config), "vae_steps": 0, "unet_steps": 0}) if args.export_only else config
-    if not args.export_only:
+    run = config
+    if args.export_only:
+        run = TrainConfig(**{**asdict(config), "vae_steps": 0, "decoder_steps": 0, "unet_steps": 0})
+    else:
         (args.workdir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     vae = train_vae(run, args.workdir)
+    vae = finetune_decoder(run, vae, args.workdir)
+    if args.decoder_only:
+        return
     data = encode_dataset(run, vae, args.workdir)
     text_encoder, unet = train_denoiser(run, data, args.workdir, tokenizer)
     export(vae, text_encoder, unet, tokenizer, data["scaling_factor"], args.out)
