@@ -408,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="checkpoints, latents and the training log")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--vae-steps", type=int, default=TrainConfig.vae_steps)
+    parser.add_argument("--decoder-steps", type=int, default=TrainConfig.decoder_steps)
     parser.add_argument("--unet-steps", type=int, default=TrainConfig.unet_steps)
     parser.add_argument("--dataset-size", type=int, default=TrainConfig.dataset_size)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
@@ -418,7 +419,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="save the folder from the latest checkpoints without training further")
     args = parser.parse_args(argv)
     config = TrainConfig(seed=args.seed, threads=args.threads, vae_steps=args.vae_steps,
-                         unet_steps=args.unet_steps, dataset_size=args.dataset_size)
+                         decoder_steps=args.decoder_steps, unet_steps=args.unet_steps,
+                         dataset_size=args.dataset_size)
     torch.set_num_threads(config.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
