@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 # Above this |cos(angle)| the inputs are treated as parallel (or opposite) and slerp
@@ -236,17 +237,21 @@ def share_frames(lengths: list[float], gaps: int) -> list[int]:
 
 def select_even(
     distance: Callable[[int, int], float], samples: int, count: int, forced: set[int], window: int = 8,
-    power: float = 4.0,
+    thresholds: int = 32,
 ) -> list[int]:
-    """Pick `count` of `samples` ordered frames so consecutive picks are as equally far apart as possible.
+    """Pick `count` of `samples` ordered frames so the picks' jump ratio (largest gap / mean gap) is lowest.
 
-    Dynamic programming over the samples 0..samples-1: the first and last and every
-    index in `forced` (keyframes) are always picked; a step may skip at most
-    `window - 1` samples and never a forced one. The cost is the sum of
-    (gap / mean gap) ** power over the picked steps: with a high power this is close
-    to minimising the largest gap (the jump ratio), while still evening out the rest.
-    `distance(i, j)` measures the gap between samples i < j (called lazily, at most
-    once per pair).
+    The first and last sample and every index in `forced` (keyframes) are always
+    picked; a step may skip at most `window - 1` samples and never a forced one.
+    `distance(i, j)` is the gap between samples i < j; it need not be additive (a
+    walk that wanders has D(i, k) < D(i, j) + D(j, k)), which is why picks are judged
+    by their own gaps, not by distances summed along the samples.
+
+    J = max / mean is not a sum over steps, so it is minimised in two parts: for a cap
+    T on the largest gap, dynamic programming finds the picks with the longest total
+    (the largest mean) whose gaps all stay under T; T runs over the measured gaps from
+    the smallest cap that is feasible (found by bisection: feasibility only grows with
+    T) upwards, `thresholds` values in all, and the picks with the lowest J win.
     """
     if not 2 <= count <= samples:
         raise ValueError(f"cannot pick {count} of {samples} samples")
@@ -259,33 +264,47 @@ def select_even(
         if index in forced:
             upcoming = index
         next_forced[index] = upcoming
-    memo: dict[tuple[int, int], float] = {}
+    # gaps[j, w]: distance from sample j - w to sample j (nan where that step is not allowed).
+    gaps = np.full((samples, window + 1), np.nan)
+    for j in range(1, samples):
+        for w in range(1, min(window, j) + 1):
+            if next_forced[j - w + 1] >= j:  # the step skips no forced sample
+                gaps[j, w] = float(distance(j - w, j))
 
-    def gap(i: int, j: int) -> float:
-        if (i, j) not in memo:
-            memo[(i, j)] = float(distance(i, j))
-        return memo[(i, j)]
+    def longest(cap: float) -> list[int] | None:
+        """Picks with all gaps <= cap and the longest total, or None if there are none."""
+        value = np.where(np.nan_to_num(gaps, nan=np.inf) <= cap, np.nan_to_num(gaps), -np.inf)
+        total = np.full(samples, -np.inf)
+        total[0] = 0.0
+        came = np.zeros((count, samples), dtype=np.int64)
+        for k in range(1, count):
+            best, step = np.full(samples, -np.inf), np.zeros(samples, dtype=np.int64)
+            for w in range(1, window + 1):
+                candidate = np.full(samples, -np.inf)
+                candidate[w:] = total[:-w] + value[w:, w]
+                better = candidate > best
+                best, step = np.where(better, candidate, best), np.where(better, w, step)
+            total, came[k] = best, step
+        if not np.isfinite(total[-1]):
+            return None
+        picks = [samples - 1]
+        for k in range(count - 1, 0, -1):
+            picks.append(picks[-1] - int(came[k][picks[-1]]))
+        return picks[::-1]
 
-    # The scale only conditions the numbers: the mean step of the walk through every sample.
-    scale = sum(gap(i, i + 1) for i in range(samples - 1)) / (count - 1) or 1.0
-    infinity = float("inf")
-    # best[k][j]: lowest cost of a walk from sample 0 to sample j picking k + 1 samples.
-    best = [[infinity] * samples for _ in range(count)]
-    came_from = [[-1] * samples for _ in range(count)]
-    best[0][0] = 0.0
-    for k in range(1, count):
-        for j in range(1, samples):
-            # Sample j can be the k-th pick only if enough samples and forced ones remain after it.
-            for i in range(max(0, j - window), j):
-                if best[k - 1][i] == infinity or next_forced[i + 1] < j:
-                    continue  # unreachable, or the step would skip a forced sample
-                cost = best[k - 1][i] + (gap(i, j) / scale) ** power
-                if cost < best[k][j]:
-                    best[k][j], came_from[k][j] = cost, i
-    if best[count - 1][samples - 1] == infinity:
+    caps = np.unique(gaps[np.isfinite(gaps)])
+    low, high = 0, len(caps) - 1
+    if caps.size == 0 or longest(caps[high]) is None:
         raise ValueError(f"no way to pick {count} of {samples} samples within a window of {window}")
-    picks, j = [samples - 1], samples - 1
-    for k in range(count - 1, 0, -1):
-        j = came_from[k][j]
-        picks.append(j)
-    return picks[::-1]
+    while low < high:  # the smallest feasible cap
+        middle = (low + high) // 2
+        low, high = (low, middle) if longest(caps[middle]) is not None else (middle + 1, high)
+    best_picks, best_j = None, np.inf
+    for index in np.unique(np.linspace(low, len(caps) - 1, thresholds).round().astype(int)):
+        picks = longest(caps[index])
+        steps = [float(gaps[j, j - i]) for i, j in zip(picks, picks[1:])]
+        mean = sum(steps) / len(steps)
+        jump = max(steps) / mean if mean > 0 else 1.0
+        if jump < best_j - 1e-12:
+            best_picks, best_j = picks, jump
+    return best_picks

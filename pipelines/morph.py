@@ -635,14 +635,16 @@ class Morpher:
         """The requested number of frames at (nearly) equal pixel distances, keyframes fixed.
 
         1. Pilot: render the linear plan (often cached: it is the plain linear morph).
-        2. Measure distances along the samples rendered so far; each segment's share of
-           the frames follows its length; invert the cumulative distance to find where
-           the frames should sit; render those not already close to a sample (the
-           widest gaps first), at most EVEN_ROUND_SHARE of the budget left per round.
-        3. Pick the frames from all samples by dynamic programming (`select_even`), so
-           the output's gaps are as equal as the samples allow; stop when the jump
-           ratio reaches EVEN_GOAL, the budget (EVEN_BUDGET x frames) is spent or
-           nothing new is worth rendering.
+        2. Pick the output from all samples rendered so far (`select_even`: the picks
+           with the lowest jump ratio, judged on their own gaps, so a walk that wanders
+           and comes back is not mistaken for a long one). Stop when the jump ratio is
+           at most EVEN_GOAL, the budget (EVEN_BUDGET x frames) is spent, or nothing
+           new is worth rendering.
+        3. Otherwise refine: each segment's share of the frames follows its length; the
+           monotone cubic through the cumulative distance is inverted to find where the
+           frames should sit; those not already close to a sample are rendered (the
+           largest misses first), at most EVEN_ROUND_SHARE of the budget left per
+           round, and back to 2. Later rounds see a better measured curve.
         """
         budget = int(EVEN_BUDGET * len(plan))
         stats.budget = budget

@@ -179,3 +179,12 @@ def test_even_on_the_tiny_model_keeps_keyframes_and_reports_cost(morpher) -> Non
     assert record["frames_rendered"] <= EVEN_BUDGET * 6 and record["rounds"][0]["samples"] == 6
     assert steps[-1].frames_total == record["frames_rendered"]
     assert even.manifest["keyframes"][0]["sha256_16"] == metrics.pixel_digest(linear.frames[0].image)
+
+
+def test_select_even_judges_picks_by_their_own_gaps_not_by_the_path() -> None:
+    # A walk along a line with a detour: samples 3-5 step off the line and come back.
+    points = np.array([[0, 0], [1, 0], [2, 0], [2.5, 3], [2.6, 4], [2.7, 3], [3, 0], [4, 0], [5, 0], [6, 0]])
+    picks = select_even(lambda i, j: float(np.linalg.norm(points[j] - points[i])), len(points), 7, forced=set())
+    assert not {3, 4, 5} & set(picks)  # through the detour the steps could not be even
+    steps = [np.linalg.norm(points[j] - points[i]) for i, j in zip(picks, picks[1:])]
+    assert metrics.jump_ratio(steps) == pytest.approx(1.0)
