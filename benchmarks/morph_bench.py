@@ -456,7 +456,8 @@ def markdown(info: dict, base: MorphRequest, speed: list[dict], smooth: list[dic
                                     for k in ("jump_ratio", "cv", "directness", "ssim_jump_ratio")
                                     for s in ("linear", "even")],
                 f"**{median(row['even']['cost_vs_plain'] for row in smooth):.2f}x**",
-                _db(min(min(row['linear']['endpoint_psnr'], row['even']['endpoint_psnr']) for row in smooth))]],
+                "min " + _db(min(min(row['linear']['endpoint_psnr'], row['even']['endpoint_psnr'])
+                                 for row in smooth))]],
         ),
         "",
         "![Per-gap distances, linear against even](docs/bench_gaps.png)",
