@@ -37,7 +37,7 @@ def test_training_resumes_and_exports_a_standard_pipeline(tmp_path: Path, monkey
 
     summary = json.loads((out / "training.json").read_text())
     assert summary["config"]["unet_steps"] == 4
-    assert set(summary["final_losses"]) == {"vae_l1", "unet_epsilon_mse"}
+    assert set(summary["final_losses"]) == {"vae_l1", "decoder_l1", "unet_epsilon_mse"}
     pipe = StableDiffusionPipeline.from_pretrained(out, dtype=torch.float32)
     assert pipe.unet.config.sample_size == 16 and len(pipe.tokenizer) == 49408
     image = pipe("a red circle", num_inference_steps=2, height=64, width=64,

@@ -77,7 +77,7 @@ def classify_shape(fill: float, solidity: float) -> str:
     (square 1.0, circle pi/4 = 0.79, triangle 0.5)."""
     if solidity < 0.73:
         return "star"
-    if fill > 0.87:
+    if fill > 0.85:
         return "square"
     if fill > 0.66:
         return "circle"

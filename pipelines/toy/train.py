@@ -48,7 +48,7 @@ SIDE = 64
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    threads: int = 1
+    threads: int = 2
     vae_steps: int = 2000
     vae_batch: int = 32
     vae_lr: float = 5e-4
@@ -163,11 +163,14 @@ def log_line(workdir: Path, record: dict) -> None:
 def final_losses(workdir: Path, last: int = 10) -> dict[str, float]:
     """Mean of the last `last` logged losses of each stage (what the model card reports)."""
     records = [json.loads(line) for line in (workdir / "log.jsonl").read_text().splitlines()]
-    vae = [r["l1"] for r in records if r["stage"] == "vae"][-last:]
-    unet = [r["mse"] for r in records if r["stage"] == "unet"][-last:]
+    def mean_of(stage: str, key: str) -> float:
+        values = [r[key] for r in records if r["stage"] == stage][-last:]
+        return round(sum(values) / max(1, len(values)), 5)
+
     return {
-        "vae_l1": round(sum(vae) / max(1, len(vae)), 5),
-        "unet_epsilon_mse": round(sum(unet) / max(1, len(unet)), 5),
+        "vae_l1": mean_of("vae", "l1"),
+        "decoder_l1": mean_of("decoder", "l1"),
+        "unet_epsilon_mse": mean_of("unet", "mse"),
     }
 
 
