@@ -30,7 +30,8 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     log_path = tmp_path_factory.mktemp("browser") / "server.log"
-    with ServerProcess(["--model", "tiny", "--device", "cpu"], log_path) as running:
+    # No --model: the page a newcomer gets, on the bundled model.
+    with ServerProcess(["--device", "cpu"], log_path) as running:
         yield running
 
 
@@ -49,7 +50,7 @@ def test_type_two_prompts_render_and_see_the_gif(server: ServerProcess, page) ->
     page.goto(server.url, wait_until="networkidle")
     page.get_by_label("Prompt A").fill("a red circle")
     page.get_by_label("Prompt B").fill("a blue square")
-    page.get_by_label("Steps").first.fill("2")  # the slider's number box
+    page.get_by_label("Steps").first.fill("12")  # the slider's number box
     page.get_by_label("Frames").first.fill("6")
     page.locator("#render").click()
 
