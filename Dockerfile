@@ -11,12 +11,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GRADIO_ANALYTICS_ENABLED=False \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860 \
-    HF_HOME=/data/huggingface
+    HF_HOME=/data/huggingface \
+    LATENT_MORPH_CACHE=/data/latent-morph
 
-# uid 1000: files written to the HF_HOME volume belong to the usual first user of the host
+# uid 1000: files written to the volumes belong to the usual first user of the host
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin morph \
-    && mkdir -p /data/huggingface \
-    && chown morph:morph /data/huggingface
+    && mkdir -p /data/huggingface /data/latent-morph \
+    && chown morph:morph /data/huggingface /data/latent-morph
 
 WORKDIR /app
 
@@ -30,7 +31,8 @@ COPY pipelines ./pipelines
 COPY service ./service
 
 USER 1000:1000
-VOLUME ["/data/huggingface"]
+# downloaded models; rendered frames (the frame cache, capped by LATENT_MORPH_FRAME_CACHE_MB)
+VOLUME ["/data/huggingface", "/data/latent-morph"]
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/gradio_api/app_id', timeout=4)"]

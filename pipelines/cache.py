@@ -259,16 +259,17 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def default_frame_cache() -> FrameCache:
-    """The cache the CLI uses (and the service may share): memory plus the default folder.
+def default_frame_cache(disk_megabytes: float | None = None) -> FrameCache:
+    """The cache the CLI and the service use: memory plus the default folder, shared on disk.
 
-    `LATENT_MORPH_FRAME_CACHE_MB` sets the folder's cap in MiB (default 1024); 0 keeps
-    frames in memory only.
+    `disk_megabytes` caps the folder (default: `LATENT_MORPH_FRAME_CACHE_MB`, else 1024);
+    0 keeps frames in memory only.
     """
-    megabytes = float(os.environ.get("LATENT_MORPH_FRAME_CACHE_MB", DISK_BYTES / 2**20))
-    if megabytes <= 0:
+    if disk_megabytes is None:
+        disk_megabytes = float(os.environ.get("LATENT_MORPH_FRAME_CACHE_MB", DISK_BYTES / 2**20))
+    if disk_megabytes <= 0:
         return FrameCache()
-    return FrameCache(folder=default_cache_dir(), disk_bytes=int(megabytes * 2**20))
+    return FrameCache(folder=default_cache_dir(), disk_bytes=int(disk_megabytes * 2**20))
 
 
 def model_fingerprint(pipe: Any) -> str:

@@ -368,14 +368,16 @@ class Morpher:
         request: MorphRequest,
         on_step: Callable[[StepProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        timings: dict[str, float] | None = None,
     ) -> Iterator[RenderedFrame]:
         """Yield frames in order as their batch finishes.
 
         Raises ValueError for a bad request before any work, and MorphCancelled at
-        the next step boundary once `should_stop()` returns True.
+        the next step boundary once `should_stop()` returns True. `timings`, when
+        given, receives the stages' seconds (`encode_s`, `render_s`) for the manifest.
         """
         check_request(request)  # here too, so a bad request fails at the call, not at the first next()
-        return self._frames(request, on_step, should_stop, {})
+        return self._frames(request, on_step, should_stop, {} if timings is None else timings)
 
     def render(
         self,

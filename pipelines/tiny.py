@@ -28,20 +28,26 @@ TINY_VERSION = "1"
 TINY_SEED = 0
 
 
+# The layout both tiny UNets share: two levels, 32/64 channels, cross-attention in the lower one.
+TINY_UNET_LAYOUT = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=16,
+)
+
+
 def _unet() -> UNet2DConditionModel:
     """Two-level UNet with one cross-attention block (diffusers' test UNet, 32/64 channels)."""
     torch.manual_seed(TINY_SEED)
     return UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **TINY_UNET_LAYOUT,
         cross_attention_dim=32,
         attention_head_dim=2,  # number of heads in diffusers' naming
-        norm_num_groups=16,
     )
 
 
@@ -175,13 +181,7 @@ def build_tiny_sdxl_pipeline(tokenizer_folder: Path | None = None):
     tokenizer = build_clip_tokenizer(Path(tokenizer_folder))
     torch.manual_seed(TINY_SEED)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **TINY_UNET_LAYOUT,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -189,7 +189,6 @@ def build_tiny_sdxl_pipeline(tokenizer_folder: Path | None = None):
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=6 * 8 + 32,  # six micro-conditioning sizes + pooled width
         cross_attention_dim=64,  # both encoders' hidden states side by side
-        norm_num_groups=16,
     )
     config = _text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id).config
     config.projection_dim = 32

@@ -26,11 +26,17 @@ BUNDLED_ALIASES = ("bundled", "default")
 
 
 def load_morphers(config: ServiceConfig) -> dict:
-    """Model name -> Morpher, for every spec in the allow-list (the default model when none)."""
+    """Model name -> Morpher, for every spec in the allow-list (the default model when none).
+
+    The Morphers share one frame cache (keys include the model's fingerprint), whose
+    folder is the CLI's too: a morph someone already rendered comes back without denoising.
+    """
+    from pipelines.cache import default_frame_cache
     from pipelines.loading import default_model_spec, load_model
     from pipelines.morph import Morpher
 
     specs = config.models or (None,)
+    frame_cache = default_frame_cache(config.frame_cache_mb)
     morphers = {}
     for spec in specs:
         started = time.perf_counter()
@@ -38,7 +44,7 @@ def load_morphers(config: ServiceConfig) -> dict:
         model = load_model(resolved, device=config.device)
         if model.name in morphers:
             continue
-        morphers[model.name] = Morpher(model)
+        morphers[model.name] = Morpher(model, cache=frame_cache)
         log.info("loaded %s on %s in %.1f s", model.name, model.device, time.perf_counter() - started)
     return morphers
 

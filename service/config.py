@@ -32,6 +32,7 @@ class ServiceConfig:
     auth: tuple[str, str] | None = None
     max_file_size: str = "1mb"  # uploads; the page itself uploads nothing
     cache_minutes: int = 60  # results are deleted from Gradio's cache after this long
+    frame_cache_mb: float = 1024.0  # rendered frames kept on disk (shared with the CLI); 0 = memory only
 
 
 def _env(environ: Mapping[str, str], *names: str) -> str | None:
@@ -115,6 +116,15 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=int(_env(env, ENV_PREFIX + "CACHE_MINUTES") or 60),
         help=f"results are deleted this long after they are made ({ENV_PREFIX}CACHE_MINUTES)",
     )
+    parser.add_argument(
+        "--frame-cache-mb",
+        type=float,
+        default=float(_env(env, ENV_PREFIX + "FRAME_CACHE_MB") or 1024),
+        help=(
+            "disk space for rendered frames, shared with the CLI, so a repeated or re-timed morph "
+            f"renders only new frames; 0 keeps them in memory only ({ENV_PREFIX}FRAME_CACHE_MB)"
+        ),
+    )
     return parser
 
 
@@ -132,6 +142,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         parser.error(f"--port must be between 1 and 65535, got {args.port}")
     if args.cache_minutes < 1:
         parser.error(f"--cache-minutes must be at least 1, got {args.cache_minutes}")
+    if not args.frame_cache_mb >= 0:  # also refuses nan
+        parser.error(f"--frame-cache-mb must be 0 or more, got {args.frame_cache_mb}")
     models = tuple(args.models) if args.models else args.env_models
     # the same spec twice would load the same weights twice
     models = tuple(dict.fromkeys(models))
@@ -144,4 +156,5 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         auth=auth,
         max_file_size=args.max_file_size,
         cache_minutes=args.cache_minutes,
+        frame_cache_mb=args.frame_cache_mb,
     )

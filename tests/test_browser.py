@@ -29,9 +29,9 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    log_path = tmp_path_factory.mktemp("browser") / "server.log"
-    # No --model: the page a newcomer gets, on the bundled model.
-    with ServerProcess(["--device", "cpu"], log_path) as running:
+    folder = tmp_path_factory.mktemp("browser")
+    # No --model: the page a newcomer gets, on the bundled model; a frame cache of its own.
+    with ServerProcess(["--device", "cpu"], folder / "server.log", env={"LATENT_MORPH_CACHE": str(folder)}) as running:
         yield running
 
 

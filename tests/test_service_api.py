@@ -32,7 +32,9 @@ LONG = {"frames": 48, "steps": 200}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
+    # tiny_model_dir points LATENT_MORPH_CACHE at this session's folder: the server's model
+    # and its frame cache are this session's own, never a cache left by an earlier run.
     log_path = tmp_path_factory.mktemp("service") / "server.log"
     args = ["--model", "tiny", "--device", "cpu", "--queue-size", "2", "--max-steps", "200", "--max-frames", "48"]
     with ServerProcess(args, log_path) as running:
@@ -66,6 +68,18 @@ def test_morph_end_to_end(client: Client) -> None:
     assert [Path(frame["image"]).suffix for frame in frames] == [".png"] * 5
     with Image.open(frames[0]["image"]) as first, Image.open(strip) as whole:
         assert first.convert("RGB").tobytes() == whole.convert("RGB").crop((0, 0, 64, 64)).tobytes()
+    assert record["timings"]["encode_s"] >= 0 and record["timings"]["render_s"] > 0
+
+
+def test_a_repeated_request_comes_from_the_frame_cache(client: Client) -> None:
+    first = json.loads(Path(morph(client, seeds="31", frames=6)[3]).read_text())
+    again = json.loads(Path(morph(client, seeds="31", frames=6)[3]).read_text())
+    assert first["render"]["frames_rendered"] == 6 and first["render"]["cache_hits"] == 0
+    assert again["render"]["frames_rendered"] == 0 and again["render"]["cache_hits"] == 6
+    assert [key["sha256_16"] for key in again["keyframes"]] == [key["sha256_16"] for key in first["keyframes"]]
+    # more frames of the same morph: the keyframes (t = 0 and 1) are reused, the rest is new
+    more = json.loads(Path(morph(client, seeds="31", frames=7)[3]).read_text())
+    assert more["render"]["cache_hits"] == 2 and more["render"]["frames_rendered"] == 5
 
 
 def test_view_api_documents_the_morph_endpoint(client: Client) -> None:
@@ -122,7 +136,11 @@ def test_the_run_route_that_would_skip_the_queue_is_refused(server: ServerProces
 
 def test_a_full_queue_refuses_at_once(client: Client) -> None:
     started = time.monotonic()
-    jobs = [client.submit("a red circle", "a blue square", frames=4, steps=8, api_name="/morph") for _ in range(6)]
+    # distinct seeds: no job can be answered from the frame cache
+    jobs = [
+        client.submit("a red circle", "a blue square", seeds=str(40 + index), frames=4, steps=8, api_name="/morph")
+        for index in range(6)
+    ]
     finished_at: dict[int, float] = {}
     while len(finished_at) < len(jobs) and time.monotonic() - started < 120:
         for index, job in enumerate(jobs):
@@ -158,7 +176,7 @@ def _wait_until_rendering(job, timeout_s: float = 60) -> None:
 
 def test_cancel_stops_the_job_at_the_next_step(server: ServerProcess, client: Client) -> None:
     mark = len(server.log())
-    job = client.submit("a red circle", "a blue square", **LONG, api_name="/morph")
+    job = client.submit("a red circle", "a blue square", seeds="101", **LONG, api_name="/morph")
     _wait_until_rendering(job)
     job.cancel()
     stopped_after = server.wait_for_log("job JobCancelled", timeout_s=15, start=mark)
@@ -179,7 +197,8 @@ def test_a_client_that_disconnects_stops_its_job(server: ServerProcess, tmp_path
             import time
             from gradio_client import Client
             job = Client({server.url!r}, verbose=False).submit(
-                "a red circle", "a blue square", frames={LONG['frames']}, steps={LONG['steps']}, api_name="/morph"
+                "a red circle", "a blue square", seeds="202", frames={LONG['frames']}, steps={LONG['steps']},
+                api_name="/morph",
             )
             while not any("step" in (unit.desc or "") for unit in job.status().progress_data or []):
                 time.sleep(0.05)

@@ -42,7 +42,7 @@ class StandInMorpher:
         self.most_active = 0
         self._lock = threading.Lock()
 
-    def frames(self, request, on_step=None, should_stop=None):
+    def frames(self, request, on_step=None, should_stop=None, timings=None):
         with self._lock:
             self.active += 1
             self.most_active = max(self.most_active, self.active)

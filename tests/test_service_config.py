@@ -32,6 +32,12 @@ def test_environment_then_flags() -> None:
     )
 
 
+def test_the_frame_cache_size_is_shared_with_the_cli_variable() -> None:
+    assert parse_config([], environ={}).frame_cache_mb == 1024
+    assert parse_config([], environ={"LATENT_MORPH_FRAME_CACHE_MB": "0"}).frame_cache_mb == 0
+    assert parse_config(["--frame-cache-mb", "64"], environ={"LATENT_MORPH_FRAME_CACHE_MB": "0"}).frame_cache_mb == 64
+
+
 @pytest.mark.parametrize(
     ("argv", "env"),
     [
@@ -40,6 +46,8 @@ def test_environment_then_flags() -> None:
         ([], {"LATENT_MORPH_MAX_STEPS": "lots"}),
         ([], {"LATENT_MORPH_AUTH": "no-colon"}),
         (["--device", "tpu"], {}),
+        (["--frame-cache-mb", "-1"], {}),
+        ([], {"LATENT_MORPH_FRAME_CACHE_MB": "nan"}),
     ],
 )
 def test_bad_configuration_exits_with_code_2(argv: list[str], env: dict[str, str]) -> None:
