@@ -41,12 +41,17 @@ TEXT_CACHE_SIZE = 64
 EVEN_BUDGET = 2.0
 # Stop refining once the chosen frames' jump ratio (largest gap / mean gap) is this low.
 EVEN_GOAL = 1.15
-# At most this many refinement rounds after the pilot (each is one or a few batches).
-EVEN_ROUNDS = 4
 # A wanted frame within this fraction of one step of a frame already rendered uses that frame.
 EVEN_SNAP = 0.1
-# Each round spends at most this share of the budget that is left (later rounds see better curves).
-EVEN_ROUND_SHARE = 0.5
+# Refinement renders a few frames per round and re-plans from what they measured: where
+# the picture changes abruptly, each round's frames show where the next ones are needed.
+# A round is 1/EVEN_ROUND_DIVISOR of the frames, at least EVEN_ROUND_MIN; small rounds
+# beat large ones clearly (median J 1.25 against 1.56 for halving rounds on the benchmark)
+# for little more wall time, the rounds being batches of 2 or more.
+EVEN_ROUND_MIN = 2
+EVEN_ROUND_DIVISOR = 8
+# At most this many refinement rounds after the pilot (enough to spend the budget).
+EVEN_ROUNDS = 10
 # Invert the monotone cubic through the measured distances (else piecewise linear).
 EVEN_SMOOTH = True
 # Distances for planning are measured on frames scaled down to at most this many pixels a side.
@@ -212,6 +217,11 @@ def default_batch_size(device: torch.device, width: int, height: int) -> int:
         return max(1, min(8, 2 * 512 * 512 // pixels))
     # On CPU batching only amortises overheads; past 4 frames it buys nothing.
     return max(1, min(4, 4 * 256 * 256 // pixels))
+
+
+def refine_count(room: int, frames: int) -> int:
+    """Frames to render in one refinement round of "even": a small share of the frames, within the budget left."""
+    return max(1, min(room, max(EVEN_ROUND_MIN, math.ceil(frames / EVEN_ROUND_DIVISOR))))
 
 
 def batched(items: list, size: int) -> Iterator[list]:
@@ -645,8 +655,8 @@ class Morpher:
         3. Otherwise refine: each segment's share of the frames follows its length; the
            monotone cubic through the cumulative distance is inverted to find where the
            frames should sit; those not already close to a sample are rendered (the
-           largest misses first), at most EVEN_ROUND_SHARE of the budget left per
-           round, and back to 2. Later rounds see a better measured curve.
+           largest misses first), a few per round (`refine_count`), and back to 2.
+           Each round sees the curve its predecessors measured.
         """
         budget = int(EVEN_BUDGET * len(plan))
         stats.budget = budget
@@ -682,7 +692,7 @@ class Morpher:
             wanted = even_targets(ends, distance, segments, gaps_out)
             if not wanted:
                 break
-            take = sorted(wanted[: max(1, min(room, math.ceil(room * EVEN_ROUND_SHARE)))])
+            take = sorted(wanted[: refine_count(room, len(plan))])
             start = len(pool)
             progress.frames_total += len(take)
             add([FrameSpec(start + n, segment, t) for n, (segment, t) in enumerate(take)])
