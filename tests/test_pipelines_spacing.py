@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipelines import metrics
 from pipelines.interpolate import monotone_cubic, retime_even, select_even, share_frames
-from pipelines.morph import EVEN_BUDGET, Morpher, MorphRequest, RenderedFrame, even_targets
+from pipelines.morph import EVEN_BUDGET, Morpher, MorphRequest, RenderedFrame, even_targets, refine_count
 
 RNG = np.random.default_rng(0)
 PICTURES = [RNG.random((16, 16, 3)) for _ in range(3)]  # what keyframes 0, 1, 2 "look like"
@@ -109,6 +109,12 @@ def test_select_even_picks_equal_steps_and_keeps_forced_samples() -> None:
         select_even(lambda i, j: 1.0, 4, 5, forced=set())
 
 
+def test_refinement_rounds_are_a_small_share_of_the_frames_within_the_budget() -> None:
+    assert refine_count(room=16, frames=16) == 2
+    assert refine_count(room=48, frames=48) == 6
+    assert refine_count(room=1, frames=16) == 1  # never past the budget
+
+
 def test_even_targets_skip_frames_near_a_sample() -> None:
     samples = [(0, 0.0), (0, 0.5), (0, 1.0)]
     distances = {(0, 1): 1.0, (1, 2): 1.0}
@@ -134,6 +140,9 @@ def test_even_evens_out_a_sharp_morph_within_the_budget(fake_morpher, frames: in
     record = even.manifest["render"]
     assert record["frames_rendered"] == len(fake.drawn) and record["budget"] == EVEN_BUDGET * frames
     assert record["cost_vs_plain"] <= EVEN_BUDGET
+    # refinement comes in small rounds, each planned on what the rounds before measured
+    added = np.diff([entry["samples"] for entry in record["rounds"]])
+    assert len(added) >= 2 and added.max() <= refine_count(frames, frames)
     assert [frame.index for frame in even.frames] == list(range(frames))
     t = [frame.t for frame in even.frames]
     assert t[0] == 0.0 and t[-1] == 1.0 and t == sorted(t)
