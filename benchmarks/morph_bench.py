@@ -442,7 +442,7 @@ def markdown(info: dict, base: MorphRequest, speed: list[dict], smooth: list[dic
         "CV = std / mean of the gaps, R = path length / keyframe-to-keyframe distance, all on pixel RMSE; "
         "J(SSIM) on 1 - SSIM. Cost = frames denoised, pilot included, over a plain render's frames "
         "(budget: at most 2x); time = wall time of the even render over the linear one, each from an empty "
-        "frame cache (even's refinement rounds are small batches, so time grows a little more than cost). "
+        "frame cache (even's refinement rounds are small batches, so time grows more than cost). "
         "Endpoint PSNR: first and last frames against plain `pipe(prompt=...)` renders "
         "(inf = bit-equal).",
         "",

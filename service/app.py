@@ -417,7 +417,7 @@ def build_demo(
                         )
                         spacing = gr.Radio(
                             list(SPACING_CHOICES), value=DEFAULTS["spacing"], label="Spacing",
-                            info="even: equal visual steps between frames, at up to 2x the render time",
+                            info="even: equal visual steps between frames; denoises up to twice as many frames",
                         )
                     with gr.Row():
                         fps = gr.Slider(1, limits.max_fps, value=DEFAULTS["fps"], step=1, label="FPS")

@@ -14,9 +14,11 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
+from pipelines.cache import DISK_BYTES
 from service.limits import Limits
 
 ENV_PREFIX = "LATENT_MORPH_"
+DEFAULT_FRAME_CACHE_MB = DISK_BYTES / 2**20  # the CLI's default too
 AUTH_ENV = ENV_PREFIX + "AUTH"  # "user:password"
 
 
@@ -32,7 +34,7 @@ class ServiceConfig:
     auth: tuple[str, str] | None = None
     max_file_size: str = "1mb"  # uploads; the page itself uploads nothing
     cache_minutes: int = 60  # results are deleted from Gradio's cache after this long
-    frame_cache_mb: float = 1024.0  # rendered frames kept on disk (shared with the CLI); 0 = memory only
+    frame_cache_mb: float = DEFAULT_FRAME_CACHE_MB  # rendered frames kept on disk (shared with the CLI); 0 = memory only
 
 
 def _env(environ: Mapping[str, str], *names: str) -> str | None:
@@ -119,7 +121,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     parser.add_argument(
         "--frame-cache-mb",
         type=float,
-        default=float(_env(env, ENV_PREFIX + "FRAME_CACHE_MB") or 1024),
+        default=float(_env(env, ENV_PREFIX + "FRAME_CACHE_MB") or DEFAULT_FRAME_CACHE_MB),
         help=(
             "disk space for rendered frames, shared with the CLI, so a repeated or re-timed morph "
             f"renders only new frames; 0 keeps them in memory only ({ENV_PREFIX}FRAME_CACHE_MB)"
