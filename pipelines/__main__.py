@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from pipelines.interpolate import SPACINGS
-from pipelines.media import SUPPORTED_SUFFIXES, check_suffix
+from pipelines.media import SUPPORTED_SUFFIXES, Film, check_suffix, format_for, write
+from pipelines.request import MorphRequest, default_of, format_value, options, parse_option
 
 DEFAULT_OUT = "morph.gif"
 
@@ -25,42 +25,63 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'WxH' -> (W, H), both positive multiples of 8."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 64x64, got {text!r}") from None
-    if width < 8 or height < 8 or width % 8 or height % 8:
-        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 8, got {text!r}")
-    return width, height
+# How each kind of option is read from the command line: (argparse nargs, metavar).
+_CLI_SHAPES = {"seeds": ("+", "S"), "scale": (2, ("S0", "S1")), "size": (None, "WxH"), "grid": (None, "RxC")}
+
+
+def _argument_type(name: str):
+    """An argparse `type` that parses one option's text form and reports errors in its terms."""
+
+    def convert(text: str):
+        try:
+            return parse_option(name, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+def add_request_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of MorphRequest, generated from its declaration (pipelines/request.py)."""
+    for name, spec in options().items():
+        flag = spec.flag or "--" + name.replace("_", "-")
+        default = default_of(name)
+        shown = format_value(default) if default is not None else "model's own" if name == "size" else "auto"
+        help_text = f"{spec.help} ({shown})"
+        if spec.kind == "flag":
+            parser.add_argument(flag, dest=name, action="store_true", help=help_text)
+        elif spec.kind == "choice":
+            parser.add_argument(flag, dest=name, choices=spec.choices, default=default, help=help_text)
+        elif spec.kind in ("seeds", "scale"):
+            nargs, metavar = _CLI_SHAPES[spec.kind]
+            item = int if spec.kind == "seeds" else float
+            parser.add_argument(flag, dest=name, type=item, nargs=nargs, metavar=metavar, default=None,
+                                help=help_text)
+        else:
+            metavar = _CLI_SHAPES.get(spec.kind, (None, None))[1]
+            parser.add_argument(flag, dest=name, type=_argument_type(name), default=None, metavar=metavar,
+                                help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI's arguments (the contract in DESIGN.md, plus --fps and --keep-safety-checker)."""
+    """The CLI's arguments: the request's options, plus model, device, outputs and the safety checker."""
     parser = _OneLineParser(
         prog="python -m pipelines",
-        description="Render a morph between two or more prompts with a Stable Diffusion model.",
+        description="Render a morph between prompts with a Stable Diffusion model: a chain A -> B -> ..., "
+        "a grid among four prompts, or a direction A + s * (C - B).",
     )
-    parser.add_argument("prompts", nargs="+", metavar="PROMPT", help="two or more prompts, morphed in order")
-    parser.add_argument("--frames", type=int, default=16, help="total frames, keyframes included once (16)")
-    parser.add_argument("--seed", type=int, nargs="+", default=[0], metavar="S", help="one seed, or one per prompt")
-    parser.add_argument("--steps", type=int, default=20, help="denoising steps per frame (20)")
-    parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (5.0)")
-    parser.add_argument("--size", type=parse_size, default=(64, 64), metavar="WxH", help="multiples of 8 (64x64)")
-    parser.add_argument("--negative", default="", metavar="TEXT", help="negative prompt")
-    parser.add_argument("--interp", choices=("slerp", "lerp"), default="slerp", help="for the prompt embeddings")
-    parser.add_argument("--spacing", choices=SPACINGS, default="linear", help="how t is placed between keyframes")
-    parser.add_argument("--loop", action="store_true", help="go back to the first prompt at the end")
-    parser.add_argument("--model", default=None, metavar="SPEC", help="hub id, diffusers folder or .safetensors")
+    parser.add_argument("prompts", nargs="+", metavar="PROMPT", help="the keyframes, in the walk's order")
+    add_request_options(parser)
+    parser.add_argument("--model", default=None, metavar="SPEC",
+                        help="shapes64, hub id, diffusers folder, .safetensors file or tiny (the bundled model)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="frames per batch")
     parser.add_argument(
         "--out", action="append", default=None, metavar="PATH",
-        help=f"output file, format from the suffix ({', '.join(SUPPORTED_SUFFIXES)}); repeatable ({DEFAULT_OUT})",
+        help=f"output file, format from the suffix ({', '.join(SUPPORTED_SUFFIXES)}; .png is the strip, "
+        f"or the mosaic of a grid); repeatable ({DEFAULT_OUT})",
     )
     parser.add_argument("--manifest", default=None, metavar="PATH", help="JSON manifest of the morph")
-    parser.add_argument("--fps", type=float, default=8.0, help="frames per second of GIF, WebP and MP4 (8)")
     parser.add_argument(
         "--keep-safety-checker",
         action="store_true",
@@ -69,25 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def request_from_args(args: argparse.Namespace):
-    """The MorphRequest the arguments describe (checked by the caller)."""
-    from pipelines.morph import MorphRequest
-
-    width, height = args.size
-    return MorphRequest(
-        prompts=tuple(args.prompts),
-        seeds=tuple(args.seed),
-        frames=args.frames,
-        steps=args.steps,
-        guidance=args.guidance,
-        width=width,
-        height=height,
-        negative_prompt=args.negative,
-        interp=args.interp,
-        spacing=args.spacing,
-        loop=args.loop,
-        batch_size=args.batch_size,
-    )
+def request_from_args(args: argparse.Namespace) -> MorphRequest:
+    """The MorphRequest the arguments describe: given options, declared defaults for the rest."""
+    values = {name: getattr(args, name) for name in options() if getattr(args, name) is not None}
+    for name in ("seeds", "scale"):
+        if name in values:
+            values[name] = tuple(values[name])
+    return MorphRequest(prompts=tuple(args.prompts), **values)
 
 
 def _quiet_libraries() -> None:
@@ -116,22 +125,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     outputs = [Path(path) for path in (args.out or ([] if args.manifest else [DEFAULT_OUT]))]
     # Everything that can be checked without a model is checked first: bad input costs nothing.
-    from pipelines.morph import check_request
+    from pipelines.request import check_request
+    from pipelines.walks import get_walk
 
-    request = request_from_args(args)
     try:
+        request = request_from_args(args)
         check_request(request)
-        for path in outputs:
-            check_suffix(path)
+        walk = get_walk(request.walk)
+        formats = [(path, format_for(path, walk.still)) for path in outputs]
     except ValueError as error:
         return _fail(str(error))
 
     from tqdm import tqdm
 
     from pipelines.cache import default_frame_cache
+    from pipelines.engine import Morpher
     from pipelines.loading import ModelLoadError, load_model
-    from pipelines.media import write_manifest, write_media
-    from pipelines.morph import Morpher
 
     try:
         model = load_model(args.model, device=args.device, keep_safety_checker=args.keep_safety_checker)
@@ -139,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error))
 
     started = time.perf_counter()
-    with tqdm(total=request.frames * request.steps, unit="step", desc="morph", file=sys.stderr) as bar:
+    with tqdm(total=None, unit="step", desc="morph", file=sys.stderr) as bar:
 
         def on_step(progress) -> None:
             bar.total = progress.frames_total * progress.steps_total
@@ -149,13 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Frames are cached on disk: a repeated or re-timed morph renders only what is new.
         result = Morpher(model, cache=default_frame_cache()).render(request, on_step=on_step)
-    images = [frame.image for frame in result.frames]
+    manifest = {**result.manifest, "outputs": [str(path) for path in outputs]}
+    film = film_of(result, manifest)
     try:
-        for path in outputs:
-            print(write_media(images, path, fps=args.fps, loop=True))
+        for path, fmt in formats:
+            print(write(film, path, fmt))
         if args.manifest:
-            manifest = {**result.manifest, "outputs": [str(path) for path in outputs]}
-            print(write_manifest(manifest, Path(args.manifest)))
+            print(write(film, args.manifest, "manifest"))
     except OSError as error:
         return _fail(f"could not write output: {error}", code=1)
     flagged = result.manifest["nsfw_frames"]
@@ -163,9 +172,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: the safety checker flagged frames {flagged} (blacked out)", file=sys.stderr)
     cost = result.manifest.get("render") or {}
     reused = f", {cost['cache_hits']} from the frame cache" if cost.get("cache_hits") else ""
-    print(f"{len(images)} frames in {time.perf_counter() - started:.1f} s with model {model.name}{reused}",
+    print(f"{len(film.images)} frames in {time.perf_counter() - started:.1f} s with model {model.name}{reused}",
           file=sys.stderr)
     return 0
+
+
+def film_of(result, manifest: dict) -> Film:
+    """The frames of a finished morph as the media writers take them (a grid's tiles placed)."""
+    frames = result.frames
+    tiles = None
+    if frames and frames[0].point.get("row") is not None:
+        tiles = [(int(frame.point["row"]), int(frame.point["column"])) for frame in frames]
+    return Film([frame.image for frame in frames], fps=manifest["fps"], loop=True, tiles=tiles, manifest=manifest)
 
 
 if __name__ == "__main__":

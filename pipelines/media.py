@@ -1,4 +1,4 @@
-"""Frames -> GIF / MP4 / WebP / strip PNG, and the JSON manifest. I/O lives here, at the edge.
+"""Frames -> GIF / WebP / MP4 / strip PNG / grid PNG / JSON manifest: one registry. I/O lives here, at the edge.
 
 MP4 is H.264 in yuv420p (what browsers and phones play) through the ffmpeg binary
 that the `imageio-ffmpeg` wheel ships, so no system ffmpeg is needed.
@@ -9,12 +9,80 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image
 
-SUPPORTED_SUFFIXES = (".gif", ".mp4", ".webp", ".png")
+@dataclass(frozen=True)
+class Film:
+    """What the writers need: the frames in output order, how to play them, where tiles sit."""
+
+    images: list[Image.Image]
+    fps: float = 8.0
+    loop: bool = True
+    tiles: list[tuple[int, int]] | None = None  # (row, column) of each frame, for the grid mosaic
+    manifest: dict | None = None
+
+
+@dataclass(frozen=True)
+class Format:
+    """One output format: its name, its file suffix and its writer."""
+
+    name: str
+    suffix: str
+    write: Callable[[Film, Path], None]
+    animated: bool = False
+    label: str = ""  # what the page's download button says
+
+
+def _animation(write_frames: Callable[..., None]) -> Callable[[Film, Path], None]:
+    def write(film: Film, path: Path) -> None:
+        if not (math.isfinite(film.fps) and film.fps > 0):
+            raise ValueError(f"fps must be a positive number, got {film.fps}")
+        write_frames([image.convert("RGB") for image in film.images], path, fps=film.fps, loop=film.loop)
+
+    return write
+
+
+def _write_strip(film: Film, path: Path) -> None:
+    write_strip([image.convert("RGB") for image in film.images], path)
+
+
+def _write_grid(film: Film, path: Path) -> None:
+    if film.tiles is None:
+        raise ValueError("a grid mosaic needs each frame's (row, column): only the grid walk has them")
+    mosaic(film.images, film.tiles).save(path, format="PNG")
+
+
+def _write_manifest(film: Film, path: Path) -> None:
+    if film.manifest is None:
+        raise ValueError("no manifest to write")
+    write_manifest(film.manifest, path)
+
+
+# The one registry of output formats: the CLI's --out and the service's files both read it.
+FORMATS: dict[str, Format] = {
+    fmt.name: fmt
+    for fmt in (
+        Format("gif", ".gif", lambda film, path: _animation(write_gif)(film, path), True, "GIF"),
+        Format("webp", ".webp", lambda film, path: _animation(write_webp)(film, path), True, "WebP"),
+        Format("mp4", ".mp4", lambda film, path: _animation(write_mp4)(film, path), True, "Video MP4"),
+        Format("strip", ".png", _write_strip, label="Strip PNG"),
+        Format("grid", ".png", _write_grid, label="Grid PNG"),
+        Format("manifest", ".json", _write_manifest, label="Manifest JSON"),
+    )
+}
+SUPPORTED_SUFFIXES = (".gif", ".mp4", ".webp", ".png")  # what --out takes (the manifest has --manifest)
+
+
+def format_for(path: Path | str, still: str = "strip") -> Format:
+    """The format a path's suffix names; `.png` is the walk's still picture (`strip` or `grid`)."""
+    suffix = check_suffix(path)
+    if suffix == ".png":
+        return FORMATS[still]
+    return next(fmt for fmt in FORMATS.values() if fmt.suffix == suffix and fmt.name not in ("strip", "grid"))
 
 
 def check_suffix(path: Path | str) -> str:
@@ -25,26 +93,20 @@ def check_suffix(path: Path | str) -> str:
     return suffix
 
 
-def write_media(images: list[Image.Image], path: Path, fps: float = 8.0, loop: bool = True) -> Path:
-    """Write frames to `path` in the format its suffix names; returns the path.
-
-    `.gif` and `.webp` are animations (looping forever when `loop`), `.mp4` a video,
-    `.png` a lossless horizontal strip with frames left to right.
-    """
+def write(film: Film, path: Path | str, fmt: Format | str | None = None) -> Path:
+    """Write `film` to `path` in `fmt` (a Format, a registry name, or None: from the suffix)."""
     path = Path(path)
-    suffix = check_suffix(path)
-    if not images:
+    if not film.images and (fmt != "manifest"):
         raise ValueError("no frames to write")
-    if not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a positive number, got {fps}")
+    chosen = FORMATS[fmt] if isinstance(fmt, str) else fmt or format_for(path, "grid" if film.tiles else "strip")
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames = [image.convert("RGB") for image in images]
-    if suffix == ".png":
-        write_strip(frames, path)
-    else:
-        animate = {".gif": write_gif, ".webp": write_webp, ".mp4": write_mp4}[suffix]
-        animate(frames, path, fps=fps, loop=loop)
+    chosen.write(film, path)
     return path
+
+
+def write_media(images: list[Image.Image], path: Path, fps: float = 8.0, loop: bool = True) -> Path:
+    """Write frames to `path` in the format its suffix names (`.png`: the lossless strip); returns the path."""
+    return write(Film(list(images), fps=fps, loop=loop), path)
 
 
 def _frame_ms(fps: float) -> int:
@@ -114,6 +176,19 @@ def strip(frames: Iterable[Image.Image]) -> Image.Image:
     canvas = Image.new("RGB", (width * len(frames), height))
     for position, frame in enumerate(frames):
         canvas.paste(frame, (position * width, 0))
+    return canvas
+
+
+def mosaic(frames: list[Image.Image], tiles: list[tuple[int, int]]) -> Image.Image:
+    """Tiles placed at (row, column), no gaps, each at its own size (all must share one size)."""
+    width, height = frames[0].size
+    if any(frame.size != (width, height) for frame in frames):
+        raise ValueError("all tiles of a grid must have the same size")
+    rows = 1 + max(row for row, _ in tiles)
+    columns = 1 + max(column for _, column in tiles)
+    canvas = Image.new("RGB", (width * columns, height * rows))
+    for frame, (row, column) in zip(frames, tiles):
+        canvas.paste(frame.convert("RGB"), (column * width, row * height))
     return canvas
 
 

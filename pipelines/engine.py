@@ -1,0 +1,259 @@
+"""The engine: any walk over any keys, rendered in batches through the stock diffusers pipeline.
+
+Frames are independent given (model, keys, point), so a morph is a pure function
+of its `MorphRequest`. `Morpher._frames` runs the stages in order, the way a
+diffusers pipeline's `__call__` does; each stage is a named function elsewhere:
+
+1. check the request (request.py) and settle the size the model draws at;
+2. encode each key once into (noise latent, prompt embedding) (keys.py);
+3. plan the walk's points, one per output frame (walks.py);
+4. mix and denoise the points in batches, cached frames skipped (walks.py, render.py);
+   `spacing="even"` re-times a path walk from measured distances (spacing.py);
+5. yield frames in order as their batch finishes; the manifest (manifest.py) and
+   the files (media.py) are made at the edge.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
+
+import torch
+
+from pipelines import manifest as manifests
+from pipelines.cache import FrameCache, frame_key, model_fingerprint
+from pipelines.keys import EncodedKey, TextEmbeds, TextEncoder, keys_for, uses_guidance
+from pipelines.loading import LoadedModel
+from pipelines.render import (
+    Progress, RenderedFrame, StepProgress, batched, default_batch_size, denoise, step_generators,
+)
+from pipelines.request import MorphRequest, check_request
+from pipelines.spacing import RenderStats, even_frames
+from pipelines.walks import Point, PathWalk, Walk, blends, describe, get_walk, nearest_key
+
+
+@dataclass
+class MorphResult:
+    """All frames of a morph and its JSON-ready manifest."""
+
+    frames: list[RenderedFrame]
+    manifest: dict
+
+
+@dataclass
+class Job:
+    """One morph in flight: the request, its walk and keys, and what it has cost so far."""
+
+    request: MorphRequest
+    walk: Walk
+    keys: list  # PromptKey, ... (keys.py)
+    encoded: list[EncodedKey]
+    uncond: TextEmbeds | None
+    batch_size: int
+    progress: Progress
+    stats: RenderStats
+
+
+class Morpher:
+    """Renders morphs with one loaded model. Not thread-safe: serialise calls per model.
+
+    `cache` (optional) keeps rendered frames across requests: a repeated request, a
+    re-timing, a render with more frames or another walk through the same points
+    reuses them. Without one, frames are only reused inside a request (the "even" pilot).
+    """
+
+    def __init__(self, model: LoadedModel, cache: FrameCache | None = None) -> None:
+        self.model = model
+        self.cache = cache
+        self.text = TextEncoder(model.pipe)
+        self.last_stats: tuple[MorphRequest, RenderStats] | None = None  # of the last finished morph
+        self._fingerprint: str | None = None
+
+    # ------------------------------------------------------------ entry points
+    def resolve(self, request: MorphRequest) -> MorphRequest:
+        """The request checked, with the size the model draws at when none was asked for."""
+        check_request(request)
+        if request.size is None:
+            pipe = self.model.pipe
+            side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+            request = replace(request, size=(side, side))
+        return request
+
+    def frames(
+        self,
+        request: MorphRequest,
+        on_step: Callable[[StepProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Iterator[RenderedFrame]:
+        """Yield frames in output order as their batch finishes.
+
+        Raises ValueError for a bad request at the call (before any work), and
+        MorphCancelled at the next step boundary once `should_stop()` returns True.
+        `timings`, when given, receives the stages' seconds for the manifest.
+        """
+        request = self.resolve(request)
+        return self._frames(request, on_step, should_stop, {} if timings is None else timings)
+
+    def render(
+        self,
+        request: MorphRequest,
+        on_step: Callable[[StepProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> MorphResult:
+        """Render all frames and build the manifest."""
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        request = self.resolve(request)
+        frames = list(self._frames(request, on_step, should_stop, timings))
+        timings["total_s"] = time.perf_counter() - started
+        return MorphResult(frames=frames, manifest=self.manifest(request, frames, timings))
+
+    def manifest(self, request: MorphRequest, frames: list[RenderedFrame], timings: dict[str, float]) -> dict:
+        """The JSON-ready record of a morph (see manifest.py)."""
+        request = self.resolve(request)
+        stats = self.last_stats[1] if self.last_stats is not None and self.last_stats[0] == request else None
+        job = self._start(request, get_walk(request.walk), None, None)  # prompts come from the text cache
+        return manifests.build(self.model, request, frames, timings, stats, job.encoded)
+
+    # ------------------------------------------------------------ the stages
+    def _frames(
+        self,
+        request: MorphRequest,
+        on_step: Callable[[StepProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+        timings: dict[str, float],
+    ) -> Iterator[RenderedFrame]:
+        # 1. Check the request (again: a generator body runs late) and pick the walk.
+        request = self.resolve(request)
+        walk = get_walk(request.walk)
+        started = time.perf_counter()
+        # 2. Encode each key once: noise from its seed (CPU generator, then moved), embeds via encode_prompt.
+        job = self._start(request, walk, on_step, should_stop)
+        timings["encode_s"] = time.perf_counter() - started
+        # 3. The walk's points, one per output frame, in output order.
+        plan = walk.plan(request)
+        job.progress.frames_total = len(plan)
+        job.stats.frames_out = len(plan)
+        if request.spacing == "even" and isinstance(walk, PathWalk):
+            # 4b. Equal pixel steps: a pilot pass at linear t, then frames placed (and
+            #     refined) by the measured distances; only the chosen frames come out.
+            frames: Iterator[RenderedFrame] = iter(even_frames(
+                lambda points: self.render_points(points, job), walk, request, plan, job.stats, job.progress))
+        else:
+            # 4. Mix and denoise batch by batch (cached frames skip the pipeline).
+            frames = self.render_points(plan, job)
+        # 5. Frames in order as their batch finishes.
+        yield from frames
+        timings["render_s"] = time.perf_counter() - started
+        self.last_stats = (request, job.stats)
+
+    def _start(self, request: MorphRequest, walk: Walk, on_step, should_stop) -> Job:
+        keys = keys_for(request.prompts, request.seeds)
+        # the negative prompt is encoded alongside the first prompt, as in a plain call
+        uncond = self.text.negative(keys[0].prompt, request.guidance, request.negative_prompt)
+        context = _Context(self.text, self.latent_shape(request), self._dtype(), self.model.device)
+        encoded = [key.encode(context) for key in keys]
+        batch_size = request.batch_size or default_batch_size(self.model.device, request.width, request.height)
+        return Job(request, walk, keys, encoded, uncond, batch_size, Progress(0, on_step, should_stop), RenderStats())
+
+    def render_points(self, points: list[Point], job: Job) -> Iterator[RenderedFrame]:
+        """Frames for `points`, in their order: from the cache when there, else denoised in batches."""
+        job.progress.check_stop()
+        cache_keys = [self.frame_key(point, job) for point in points] if self.cache is not None else []
+        finished: dict[int, RenderedFrame] = {}
+        todo = []
+        for index, point in enumerate(points):
+            stored = self.cache.get(cache_keys[index]) if self.cache is not None else None
+            if stored is None:
+                todo.append(index)
+                continue
+            finished[index] = self._frame(index, point, job, stored.image.copy(), stored.nsfw)
+            job.stats.cache_hits += 1
+            job.progress.frames_done += 1
+        position = 0
+        for batch in [[], *batched(todo, job.batch_size)]:  # the empty batch first: cached leading frames go out now
+            if batch:
+                images, flagged = self._denoise([points[index] for index in batch], job)
+                for index, image, nsfw in zip(batch, images, flagged):
+                    finished[index] = self._frame(index, points[index], job, image, nsfw)
+                    job.stats.frames_rendered += 1
+                    if self.cache is not None:
+                        self.cache.put(cache_keys[index], image, nsfw)
+                job.stats.pipeline_calls += 1
+            while position < len(points) and position in finished:
+                yield finished.pop(position)
+                position += 1
+
+    def _frame(self, index: int, point: Point, job: Job, image, nsfw: bool) -> RenderedFrame:
+        return RenderedFrame(index, point, image, nsfw, job.walk.caption(point))
+
+    def _denoise(self, points: list[Point], job: Job) -> tuple[list, list[bool]]:
+        request = job.request
+        inputs = job.walk.mix(job.encoded, points, request)
+        if job.uncond is not None:
+            inputs["negative_prompt_embeds"] = job.uncond.embeds.repeat(len(points), 1, 1)
+            if job.uncond.pooled is not None:
+                inputs["negative_pooled_prompt_embeds"] = job.uncond.pooled.repeat(len(points), 1)
+        seeds = [job.keys[nearest_key(job.walk.recipe(point, request))].seed for point in points]
+        generators = step_generators(seeds, self.latent_shape(request), self._dtype())
+        return denoise(self.model.pipe, inputs, generators, request.steps, request.guidance, request.size,
+                       job.progress)
+
+    # ------------------------------------------------------------ identity of a frame
+    def frame_fields(self, point: Point, job: Job) -> dict:
+        """Everything that determines one frame's pixels (what its cache key hashes).
+
+        The point is described by its recipe over the keys' digests, not by the walk's
+        coordinates: a keyframe depends only on its own key, and two walks that visit
+        the same mixture share one entry.
+        """
+        pipe, request = self.model.pipe, job.request
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(pipe)
+        recipe = job.walk.recipe(point, request)
+        mixes = blends(recipe)
+        guided = uses_guidance(pipe, request.guidance)
+        return {
+            "model": self.model.name,
+            "weights": self._fingerprint,
+            "pipeline": type(pipe).__name__,
+            "point": describe(recipe, [key.digest() for key in job.keys], [key.text_digest() for key in job.keys]),
+            "interp": request.interp if mixes else None,
+            "noise_interp": request.noise_interp if mixes else None,
+            "negative_prompt": request.negative_prompt if guided else None,
+            "guided": guided,
+            "steps": request.steps,
+            "guidance": float(request.guidance) if guided else None,
+            "size": list(request.size),
+            "scheduler": type(pipe.scheduler).__name__,
+            "scheduler_config": dict(pipe.scheduler.config),
+            "safety_checker": getattr(pipe, "safety_checker", None) is not None,
+            "dtype": str(self.model.dtype),
+            "device": self.model.device.type,
+        }
+
+    def frame_key(self, point: Point, job: Job) -> str:
+        """The frame cache's key for one frame."""
+        return frame_key(self.frame_fields(point, job))
+
+    def latent_shape(self, request: MorphRequest) -> tuple[int, int, int, int]:
+        """Shape of one frame's latent, as the pipeline's `prepare_latents` computes it."""
+        pipe = self.model.pipe
+        scale = pipe.vae_scale_factor
+        return (1, pipe.unet.config.in_channels, request.height // scale, request.width // scale)
+
+    def _dtype(self) -> torch.dtype:
+        """The dtype latents are drawn in: the text encoder's output dtype, as in a plain call."""
+        return self.model.dtype
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What keys need to encode themselves."""
+
+    text: TextEncoder
+    shape: tuple[int, int, int, int]
+    dtype: torch.dtype
+    device: torch.device

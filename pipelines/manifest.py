@@ -1,0 +1,136 @@
+"""The manifest: the JSON-ready record of a morph (what was asked, what was rendered, how smooth it is).
+
+Every walk writes the same record: the keys, each frame's point on the walk (its
+coordinates and caption), the render settings, timings, the frame cache's share
+and the smoothness figures. Walk-specific extras (a chain's from/to, a direction's
+embedding norms) come from small helpers here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from pipelines import metrics
+from pipelines.keys import keys_for
+from pipelines.render import default_batch_size
+from pipelines.walks import Key, get_walk, mix_embeds, mix_noise
+
+if TYPE_CHECKING:
+    from pipelines.keys import EncodedKey
+    from pipelines.loading import LoadedModel
+    from pipelines.render import RenderedFrame
+    from pipelines.request import MorphRequest
+    from pipelines.spacing import RenderStats
+
+MANIFEST_VERSION = 2
+# A direction frame whose prompt embedding is this far (relative) from the keys' mean norm is flagged.
+NORM_DRIFT_WARNING = 0.25
+
+
+def build(
+    model: "LoadedModel",
+    request: "MorphRequest",
+    frames: list["RenderedFrame"],
+    timings: dict[str, float],
+    stats: "RenderStats | None",
+    encoded: list["EncodedKey"],
+) -> dict:
+    """The manifest of a finished (resolved) request."""
+    pipe = model.pipe
+    walk = get_walk(request.walk)
+    keys = keys_for(request.prompts, request.seeds)
+    record: dict[str, Any] = {
+        "version": MANIFEST_VERSION,
+        "walk": walk.name,
+        "prompts": list(request.prompts),
+        "negative_prompt": request.negative_prompt,
+        "seeds": [key.seed for key in keys],
+        "keys": [key.describe() for key in keys],
+        "frames": [_frame_record(frame, request) for frame in frames],
+        "model": model.name,
+        "pipeline": type(pipe).__name__,
+        "scheduler": type(pipe.scheduler).__name__,
+        "device": str(model.device),
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "steps": request.steps,
+        "guidance": request.guidance,
+        "size": list(request.size),
+        "interp": request.interp,
+        "noise_interp": request.noise_interp,
+        "spacing": request.spacing,
+        "loop": request.loop,
+        "fps": request.fps,
+        "batch_size": request.batch_size or default_batch_size(model.device, request.width, request.height),
+        "nsfw_frames": [frame.index for frame in frames if frame.nsfw],
+        "timings": {
+            **{name: round(value, 4) for name, value in timings.items()},
+            "per_frame_s": round(timings.get("render_s", 0.0) / max(1, len(frames)), 4),
+        },
+        "metrics": _smoothness(frames, request) if len(frames) >= 2 else None,
+        # Endpoint fidelity, cheaply: a digest of each keyframe's pixels, to compare with a
+        # plain render of its prompt and seed (the benchmark measures PSNR against one).
+        "keyframes": _keyframes(frames, request, keys),
+        "path": path_record(request, frames, encoded) if frames else None,
+        "render": stats.as_dict() if stats is not None else None,
+        "request": asdict(request),
+    }
+    if walk.name in ("chain", "direction"):
+        record["t"] = [round(frame.segment + frame.t, 6) for frame in frames]
+    if walk.name == "grid":
+        record["grid"] = {"rows": request.grid[0], "columns": request.grid[1], "order": "serpentine"}
+    return record
+
+
+def _frame_record(frame: "RenderedFrame", request: "MorphRequest") -> dict:
+    record = {"index": frame.index, **frame.point.as_dict(), "caption": frame.caption, "nsfw": frame.nsfw}
+    if request.walk == "chain":
+        record["from"] = int(frame.point["segment"])
+        record["to"] = (int(frame.point["segment"]) + 1) % len(request.prompts)
+    return record
+
+
+def _smoothness(frames: list["RenderedFrame"], request: "MorphRequest") -> dict:
+    """Gaps and jump figures along the output order (a grid's serpentine path included)."""
+    keyframes = None
+    if request.walk == "chain":
+        keyframes = [i for i, frame in enumerate(frames) if frame.t == 0.0]
+        keyframes += [len(frames) - 1] if frames[-1].t == 1.0 else []
+    return metrics.smoothness([frame.image for frame in frames], keyframes=keyframes, loop=request.loop)
+
+
+def _keyframes(frames: list["RenderedFrame"], request: "MorphRequest", keys: list) -> list[dict]:
+    """The frames that show one key alone, with their pixel digest."""
+    walk = get_walk(request.walk)
+    found = []
+    for frame in frames:
+        recipe = walk.recipe(frame.point, request)
+        if isinstance(recipe, Key):
+            key = keys[recipe.index]
+            found.append({"index": frame.index, "key": recipe.index, "prompt": key.prompt, "seed": key.seed,
+                          "sha256_16": metrics.pixel_digest(frame.image)})
+    return found
+
+
+def path_record(request: "MorphRequest", frames: list["RenderedFrame"], encoded: list["EncodedKey"]) -> dict:
+    """Each frame's noise and embedding norm relative to the keys' mean norm (1.0 = as far out as a key).
+
+    Cheap (no denoising): the recipes are evaluated again on the encoded keys. Frames
+    whose embedding norm is more than NORM_DRIFT_WARNING away from the keys' are
+    listed: the model never saw text embeddings that far out (a long direction does that).
+    """
+    walk = get_walk(request.walk)
+    noise = [key.noise for key in encoded]
+    embeds = [key.text.embeds for key in encoded]
+    noise_ref = float(torch.stack([item.float().norm() for item in noise]).mean())
+    embed_ref = float(torch.stack([item.float().norm() for item in embeds]).mean())
+    noise_norm, embed_norm = [], []
+    for frame in frames:
+        recipe = walk.recipe(frame.point, request)
+        noise_norm.append(round(float(mix_noise(recipe, noise, request.noise_interp).float().norm()) / noise_ref, 4))
+        embed_norm.append(round(float(mix_embeds(recipe, embeds, request.interp).float().norm()) / embed_ref, 4))
+    drifted = [frame.index for frame, norm in zip(frames, embed_norm) if abs(norm - 1.0) > NORM_DRIFT_WARNING]
+    return {"noise_norm": noise_norm, "embed_norm": embed_norm, "embed_norm_drift": drifted,
+            "drift_threshold": NORM_DRIFT_WARNING}

@@ -1,0 +1,150 @@
+"""The batched denoise: mixed latents and embeddings in, pictures out, through the stock pipeline.
+
+Nothing here re-implements a sampler: a batch of points is one call of the loaded
+diffusers pipeline with `latents=`, `prompt_embeds=` and `negative_prompt_embeds=`;
+progress and cancellation ride on its `callback_on_step_end`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import torch
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from pipelines.walks import Point
+
+
+class MorphCancelled(Exception):
+    """The caller's `should_stop()` returned True; raised at the next step boundary."""
+
+
+@dataclass
+class StepProgress:
+    """Progress of a morph, reported after every denoising step."""
+
+    frames_done: int
+    frames_total: int
+    step: int  # step within the current batch, 1-based
+    steps_total: int
+    batch_frames: int = 1  # frames being denoised together in the current batch
+
+
+@dataclass
+class RenderedFrame:
+    """One finished frame and where it sits on its walk."""
+
+    index: int  # position in the output, 0-based
+    point: "Point"
+    image: "Image.Image"
+    nsfw: bool = False  # flagged by the safety checker (only when it is kept)
+    caption: str = ""
+
+    @property
+    def t(self) -> float | None:
+        """t inside its segment, for walks along a path (None on a grid)."""
+        return self.point.get("t")
+
+    @property
+    def segment(self) -> int | None:
+        value = self.point.get("segment")
+        return None if value is None else int(value)
+
+
+class Progress:
+    """Counts finished frames and turns pipeline step callbacks into StepProgress / cancellation."""
+
+    def __init__(
+        self,
+        frames_total: int,
+        on_step: Callable[[StepProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.frames_done = 0
+        self.frames_total = frames_total
+        self.batch_frames = 1
+        self.on_step = on_step
+        self.should_stop = should_stop
+
+    def check_stop(self) -> None:
+        """Raise MorphCancelled when the caller asked to stop."""
+        if self.should_stop is not None and self.should_stop():
+            raise MorphCancelled("morph cancelled")
+
+    def callback(self, pipe: Any, step: int, timestep: Any, tensors: dict) -> dict:
+        """`callback_on_step_end`: raising here unwinds the pipeline call at a step boundary.
+
+        Raising (rather than setting `pipe._interrupt`) skips the pointless VAE decode
+        of a half-denoised batch; `__call__` resets its state on the next call, so the
+        pipeline stays usable.
+        """
+        self.check_stop()
+        if self.on_step is not None:
+            self.on_step(
+                StepProgress(self.frames_done, self.frames_total, step + 1, pipe.num_timesteps, self.batch_frames)
+            )
+        return {}
+
+
+def default_batch_size(device: torch.device, width: int, height: int) -> int:
+    """Frames per pipeline call: as many as comfortably fit, fewer for large images."""
+    pixels = width * height
+    if device.type == "cuda":
+        return max(1, min(16, 8 * 512 * 512 // pixels))
+    if device.type == "mps":
+        return max(1, min(8, 2 * 512 * 512 // pixels))
+    # On CPU batching only amortises overheads; past 4 frames it buys nothing.
+    return max(1, min(4, 4 * 256 * 256 // pixels))
+
+
+def batched(items: list, size: int) -> Iterator[list]:
+    """Consecutive slices of at most `size` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def step_generators(seeds: list[int], shape: tuple[int, ...], dtype: torch.dtype) -> list[torch.Generator]:
+    """Per-frame generators for schedulers that add noise while stepping (ancestral ones).
+
+    Each is seeded with the nearest key's seed and advanced past the latent draw, so
+    a keyframe's generator is in the very state the plain pipeline's is after
+    `prepare_latents`: keyframes stay exact even with stochastic samplers.
+    """
+    generators = []
+    for seed in seeds:
+        generator = torch.Generator("cpu").manual_seed(seed)
+        torch.randn(shape, generator=generator, dtype=dtype)
+        generators.append(generator)
+    return generators
+
+
+def denoise(
+    pipe: Any,
+    inputs: dict[str, torch.Tensor],
+    generators: list[torch.Generator],
+    steps: int,
+    guidance: float,
+    size: tuple[int, int],
+    progress: Progress,
+) -> tuple[list["Image.Image"], list[bool]]:
+    """One call of the stock pipeline for a batch: (images, flagged by the safety checker)."""
+    progress.check_stop()
+    count = inputs["latents"].shape[0]
+    progress.batch_frames = count
+    output = pipe(
+        **inputs,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        width=size[0],
+        height=size[1],
+        generator=generators,
+        output_type="pil",
+        callback_on_step_end=progress.callback,
+    )
+    # SDXL pipelines have no safety checker and no such field.
+    flagged = getattr(output, "nsfw_content_detected", None) or [False] * count
+    progress.frames_done += count
+    return list(output.images), [bool(flag) for flag in flagged]

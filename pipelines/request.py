@@ -1,0 +1,259 @@
+"""The request: every option of a morph declared once, with its type, default, limit and help.
+
+`MorphRequest` is the only place that lists a morph's options. Each field's
+metadata (`Option`) says how it is written as text (CLI flags, API strings), which
+walks read it, which service limit caps it and what it means; the CLI's flags
+(`pipelines.__main__`), the page's inputs and the API's parameters (`service/`)
+are generated from it. A new option is one field here plus the code that uses it.
+
+The keyframes (`prompts`) are the one field every surface lays out its own way
+(positional CLI arguments, one text box per key slot of the chosen walk).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Callable
+
+WALKS = ("chain", "grid", "direction")
+INTERPS = ("slerp", "lerp")
+NOISE_INTERPS = ("slerp", "lerp")
+SPACINGS = ("linear", "ease", "even")
+# torch.Generator takes 64-bit seeds; the service offers 32 bits (plenty, and portable).
+SEED_MAX = 2**32 - 1
+_PAIR_RE = re.compile(r"^\s*(\d+)\s*[x×X*]\s*(\d+)\s*$")
+
+
+# ---------------------------------------------------------------- text forms of the values
+
+def parse_seeds(text: Any) -> tuple[int, ...]:
+    """'7' or '1, 2 3' (or a number, or a list) -> a tuple of whole numbers."""
+    if isinstance(text, bool):
+        raise ValueError(f"seeds must be whole numbers, got {text!r}")
+    items = text if isinstance(text, (list, tuple)) else re.split(r"[\s,;]+", str(text).strip())
+    items = [item for item in items if str(item).strip() != ""]
+    if not items:
+        raise ValueError("seeds is empty: give one seed for all prompts or one per prompt, e.g. '0' or '1 2'")
+    return tuple(_whole_number("seed", item) for item in items)
+
+
+def _whole_number(name: str, value: Any) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+        if not math.isfinite(number) or number != int(number):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    return int(number)
+
+
+def parse_pair(name: str, example: str) -> Callable[[Any], tuple[int, int]]:
+    """A parser of 'AxB' (or a pair of numbers) for the option `name`."""
+
+    def parse(value: Any) -> tuple[int, int]:
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            return _whole_number(name, value[0]), _whole_number(name, value[1])
+        match = _PAIR_RE.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"{name} must look like {example}, got {value!r}")
+        return int(match.group(1)), int(match.group(2))
+
+    return parse
+
+
+def parse_scale(value: Any) -> tuple[float, float]:
+    """'0 1.5' (or a pair of numbers) -> (start, end)."""
+    items = value if isinstance(value, (tuple, list)) else re.split(r"[\s,;]+", str(value).strip())
+    try:
+        start, end = (float(item) for item in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be two numbers (start and end, e.g. '0 1.5'), got {value!r}") from None
+    return start, end
+
+
+def parse_flag(value: Any) -> bool:
+    """True/False, 1/0 or 'true'/'false'."""
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1) and not isinstance(value, float):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def format_value(value: Any) -> Any:
+    """The text form of a tuple-valued option (the inverse of its parser); other values unchanged."""
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(item, int) for item in value):
+        return f"{value[0]}x{value[1]}"
+    if isinstance(value, tuple):
+        return " ".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value)
+    return value
+
+
+# ---------------------------------------------------------------- the declaration
+
+@dataclass(frozen=True)
+class Option:
+    """How one request field is offered and checked outside Python."""
+
+    help: str
+    label: str  # what the page calls it
+    kind: str  # "int" | "float" | "text" | "choice" | "flag" | "seeds" | "size" | "grid" | "scale"
+    choices: tuple[str, ...] = ()
+    low: float | None = None  # the smallest value that makes sense anywhere
+    limit: str | None = None  # the service limit (a `service.limits.Limits` field) that caps it
+    walks: tuple[str, ...] = WALKS  # the walks that read it
+    flag: str | None = None  # the CLI flag, when it is not "--" + the field name
+    api: bool = True  # offered by the page and the API (else CLI and Python only)
+    advanced: bool = False  # the page shows it under "More settings"
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "int": lambda value: _whole_number("value", value),
+    "float": float,
+    "text": lambda value: "" if value is None else str(value),
+    "choice": str,
+    "flag": parse_flag,
+    "seeds": parse_seeds,
+    "size": parse_pair("size", "64x64 (width x height)"),
+    "grid": parse_pair("grid", "3x3 (rows x columns)"),
+    "scale": parse_scale,
+}
+
+
+def option(default: Any, **meta: Any) -> Any:
+    """A dataclass field carrying its `Option`."""
+    return field(default=default, metadata={"option": Option(**meta)})
+
+
+@dataclass(frozen=True)
+class MorphRequest:
+    """Everything that decides a morph's frames and files; surfaces generate their inputs from it."""
+
+    prompts: tuple[str, ...]  # the keyframes, in the walk's order (chain: A -> B -> ...; see walks.py)
+    walk: str = option("chain", kind="choice", choices=WALKS, label="Walk", api=False,
+                       help="chain: A -> B -> ...; grid: a map among 4 prompts; direction: A + s * (C - B)")
+    seeds: tuple[int, ...] = option((0,), kind="seeds", flag="--seed", label="Seeds", low=0,
+                                    help="one seed for every keyframe, or one per prompt")
+    frames: int = option(16, kind="int", low=2, limit="max_frames", walks=("chain", "direction"), label="Frames",
+                         help="total frames in the output, each keyframe exactly once")
+    grid: tuple[int, int] = option((3, 3), kind="grid", low=2, limit="max_grid_side", walks=("grid",),
+                                   label="Grid (rows x columns)", help="rows x columns of the grid walk")
+    scale: tuple[float, float] = option((0.0, 1.5), kind="scale", limit="max_scale", walks=("direction",),
+                                        label="Scale (start end)", help="s from start to end in A + s * (C - B)")
+    steps: int = option(20, kind="int", low=1, limit="max_steps", label="Steps", help="denoising steps per frame")
+    guidance: float = option(5.0, kind="float", low=0.0, limit="max_guidance", label="Guidance",
+                             help="classifier-free guidance scale (<= 1 turns guidance off)")
+    size: tuple[int, int] | None = option(None, kind="size", low=8, limit="max_pixels", label="Size (WxH)",
+                                          help="width x height, multiples of 8 (default: the model's own size)")
+    negative_prompt: str = option("", kind="text", flag="--negative", limit="max_prompt_chars",
+                                  label="Negative prompt", help="what every frame steers away from")
+    interp: str = option("slerp", kind="choice", choices=INTERPS, walks=("chain", "grid"), advanced=True,
+                         label="Embedding interpolation", help="how prompt embeddings are mixed")
+    noise_interp: str = option("slerp", kind="choice", choices=NOISE_INTERPS, walks=("chain", "grid"),
+                               advanced=True, api=False, label="Noise interpolation",
+                               help="how seed noise is mixed (lerp shrinks the noise between keys)")
+    spacing: str = option("linear", kind="choice", choices=SPACINGS, walks=("chain", "direction"), advanced=True,
+                          label="Spacing",
+                          help="linear, ease (slow near keyframes) or even (equal visual steps; "
+                               "denoises up to twice the frames)")
+    loop: bool = option(False, kind="flag", walks=("chain",), advanced=True, label="Loop back to prompt A",
+                        help="walk back to the first prompt at the end (it is not repeated)")
+    fps: float = option(8.0, kind="float", limit="max_fps", advanced=True, label="FPS",
+                        help="frames per second of GIF, WebP and MP4")
+    batch_size: int | None = option(None, kind="int", low=1, api=False, label="Batch size",
+                                    help="frames per pipeline call (default: sensible for the device)")
+
+    @property
+    def width(self) -> int:
+        return self._size()[0]
+
+    @property
+    def height(self) -> int:
+        return self._size()[1]
+
+    def _size(self) -> tuple[int, int]:
+        if self.size is None:
+            raise ValueError("the size is decided by the model: resolve the request first")
+        return self.size
+
+
+def options() -> dict[str, Option]:
+    """Field name -> Option, in declaration order (the keyframes excluded)."""
+    return {item.name: item.metadata["option"] for item in fields(MorphRequest) if "option" in item.metadata}
+
+
+def default_of(name: str) -> Any:
+    """The declared default of a field."""
+    item = next(item for item in fields(MorphRequest) if item.name == name)
+    return None if item.default is MISSING else item.default
+
+
+def parse_option(name: str, value: Any) -> Any:
+    """A field's value from its text form (CLI argument, API string), ValueError naming the field."""
+    spec = options()[name]
+    if value is None and default_of(name) is None:
+        return None
+    if spec.kind in ("int", "float") and isinstance(value, str) and value.strip() == "":
+        return default_of(name)
+    try:
+        return PARSERS[spec.kind](value)
+    except (TypeError, ValueError) as error:
+        message = str(error)
+        raise ValueError(message if name in message else f"{name}: {message}") from None
+
+
+# ---------------------------------------------------------------- checks (no limits here: the service has them)
+
+def check_request(request: MorphRequest) -> None:
+    """Raise ValueError naming the first bad field, its value and the rule it breaks."""
+    from pipelines.walks import get_walk  # walks import this module
+
+    prompts = request.prompts
+    if not isinstance(prompts, tuple) or len(prompts) < 2:
+        raise ValueError(f"prompts must be a tuple of at least 2 prompts, got {prompts!r}")
+    for prompt in prompts:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"every prompt must be non-empty text, got {prompt!r}")
+    for name, spec in options().items():
+        _check_value(name, spec, getattr(request, name))
+    if len(request.seeds) not in (1, len(prompts)):
+        raise ValueError(f"seeds must hold 1 seed or one per prompt ({len(prompts)}), got {len(request.seeds)}")
+    get_walk(request.walk).check(request)
+
+
+def _check_value(name: str, spec: Option, value: Any) -> None:
+    if value is None and default_of(name) is None:
+        return
+    if spec.kind == "choice" and value not in spec.choices:
+        raise ValueError(f"{name} must be one of {', '.join(spec.choices)}, got {value!r}")
+    if spec.kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < spec.low):
+        raise ValueError(f"{name} must be a whole number >= {spec.low:g}, got {value!r}")
+    if spec.kind == "float" and (not isinstance(value, (int, float)) or not math.isfinite(value)
+                                 or (spec.low is not None and value < spec.low)):
+        raise ValueError(f"{name} must be a finite number{_at_least(spec)}, got {value!r}")
+    if name == "fps" and not value > 0:
+        raise ValueError(f"fps must be a positive number, got {value!r}")
+    if spec.kind == "seeds":
+        for seed in value:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+                raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    if spec.kind == "size":
+        for side_name, side in zip(("width", "height"), value):
+            if not isinstance(side, int) or side < 8 or side % 8:
+                raise ValueError(f"{side_name} must be a positive multiple of 8, got {side}")
+    if spec.kind == "grid" and (len(value) != 2 or min(value) < spec.low):
+        raise ValueError(f"grid must have at least {spec.low:g} rows and {spec.low:g} columns, got {value!r}")
+    if spec.kind == "scale" and (len(value) != 2 or not all(math.isfinite(item) for item in value)):
+        raise ValueError(f"scale must be two finite numbers, got {value!r}")
+    if spec.kind == "text" and not isinstance(value, str):
+        raise ValueError(f"{name} must be text, got {type(value).__name__}")
+
+
+def _at_least(spec: Option) -> str:
+    return "" if spec.low is None else f" >= {spec.low:g}"
