@@ -133,11 +133,17 @@ def option(default: Any, **meta: Any) -> Any:
 
 @dataclass(frozen=True)
 class MorphRequest:
-    """Everything that decides a morph's frames and files; surfaces generate their inputs from it."""
+    """Everything that decides a morph's frames and files; surfaces generate their inputs from it.
+
+    The order of the fields is the order of the API's parameters: `/morph`'s must not change,
+    so a new option goes after the last one the API offers.
+    """
 
     prompts: tuple[str, ...]  # the keyframes, in the walk's order (chain: A -> B -> ...; see walks.py)
     walk: str = option("chain", kind="choice", choices=WALKS, label="Walk", api=False,
                        help="chain: A -> B -> ...; grid: a map among 4 prompts; direction: A + s * (C - B)")
+    negative_prompt: str = option("", kind="text", flag="--negative", limit="max_prompt_chars",
+                                  label="Negative prompt", help="what every frame steers away from")
     seeds: tuple[int, ...] = option((0,), kind="seeds", flag="--seed", label="Seeds", low=0,
                                     help="one seed for every keyframe, or one per prompt")
     frames: int = option(16, kind="int", low=2, limit="max_frames", walks=("chain", "direction"), label="Frames",
@@ -151,21 +157,19 @@ class MorphRequest:
                              help="classifier-free guidance scale (<= 1 turns guidance off)")
     size: tuple[int, int] | None = option(None, kind="size", low=8, limit="max_pixels", label="Size (WxH)",
                                           help="width x height, multiples of 8 (default: the model's own size)")
-    negative_prompt: str = option("", kind="text", flag="--negative", limit="max_prompt_chars",
-                                  label="Negative prompt", help="what every frame steers away from")
     interp: str = option("slerp", kind="choice", choices=INTERPS, walks=("chain", "grid"), advanced=True,
                          label="Embedding interpolation", help="how prompt embeddings are mixed")
-    noise_interp: str = option("slerp", kind="choice", choices=NOISE_INTERPS, walks=("chain", "grid"),
-                               advanced=True, api=False, label="Noise interpolation",
-                               help="how seed noise is mixed (lerp shrinks the noise between keys)")
     spacing: str = option("linear", kind="choice", choices=SPACINGS, walks=("chain", "direction"), advanced=True,
                           label="Spacing",
                           help="linear, ease (slow near keyframes) or even (equal visual steps; "
                                "denoises up to twice the frames)")
-    loop: bool = option(False, kind="flag", walks=("chain",), advanced=True, label="Loop back to prompt A",
-                        help="walk back to the first prompt at the end (it is not repeated)")
     fps: float = option(8.0, kind="float", limit="max_fps", advanced=True, label="FPS",
                         help="frames per second of GIF, WebP and MP4")
+    loop: bool = option(False, kind="flag", walks=("chain",), advanced=True, label="Loop back to prompt A",
+                        help="walk back to the first prompt at the end (it is not repeated)")
+    noise_interp: str = option("slerp", kind="choice", choices=NOISE_INTERPS, walks=("chain", "grid"),
+                               advanced=True, api=False, label="Noise interpolation",
+                               help="how seed noise is mixed (lerp shrinks the noise between keys)")
     batch_size: int | None = option(None, kind="int", low=1, api=False, label="Batch size",
                                     help="frames per pipeline call (default: sensible for the device)")
 

@@ -33,7 +33,7 @@ def load_morphers(config: ServiceConfig) -> dict:
     """
     from pipelines.cache import default_frame_cache
     from pipelines.loading import default_model_spec, load_model
-    from pipelines.morph import Morpher
+    from pipelines.engine import Morpher
 
     specs = config.models or (None,)
     frame_cache = default_frame_cache(config.frame_cache_mb)

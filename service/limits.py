@@ -1,10 +1,9 @@
-"""Server-side limits for one morph, checked before any work is done.
+"""Server-side limits for one morph, and the checks of single values against them.
 
-Every value that reaches the service (from the page or from an API call) goes
-through `check_form`, which turns loosely typed form values into a `MorphForm`
-or raises `LimitError` with a message that names the value and the limit, and
-the launch flag that sets it. Nothing here imports torch or gradio, so the
-checks are cheap and unit-testable.
+Each check turns a loosely typed form value (the page's widgets, an API call's
+JSON) into the engine's type or raises `LimitError` with a message that names the
+value, the limit and the launch flag that sets it. `service.form` applies them to
+every field of a request. Nothing here imports torch or gradio.
 """
 
 from __future__ import annotations
@@ -14,11 +13,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-INTERP_CHOICES = ("slerp", "lerp")
-SPACING_CHOICES = ("linear", "ease", "even")
-# torch.Generator accepts 64-bit seeds, numpy's legacy seeding only 32-bit ones:
-# 32 bits is plenty of variety and stays portable.
-SEED_MAX = 2**32 - 1
+from pipelines.request import SEED_MAX, parse_flag, parse_scale
+
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[x×X*]\s*(\d+)\s*$")
 
 
@@ -35,6 +31,8 @@ class Limits:
     max_pixels: int = field(default=512 * 512, metadata={"help": "width x height of one frame"})
     max_prompt_chars: int = field(default=300, metadata={"help": "characters in one prompt or the negative prompt"})
     max_prompts: int = field(default=6, metadata={"help": "prompts in one chain"})
+    max_grid_side: int = field(default=8, metadata={"help": "rows, and columns, of a grid walk"})
+    max_scale: float = field(default=4.0, metadata={"help": "|s| of a direction walk's scale"})
     max_guidance: float = field(default=30.0, metadata={"help": "classifier-free guidance scale"})
     max_fps: float = field(default=30.0, metadata={"help": "frame rate of the GIF and MP4"})
     deadline_s: float = field(default=600.0, metadata={"help": "seconds one job may run once started"})
@@ -55,41 +53,6 @@ class Limits:
     def sizes(self, candidates: tuple[int, ...] = (64, 128, 256, 384, 512, 768, 1024)) -> list[str]:
         """Square sizes within `max_pixels`, for the size menu (other sizes may be typed)."""
         return [f"{side}x{side}" for side in candidates if side * side <= self.max_pixels]
-
-
-@dataclass(frozen=True)
-class MorphForm:
-    """The checked values of one request: the fields of `MorphRequest` plus fps and model."""
-
-    prompts: tuple[str, ...]
-    seeds: tuple[int, ...]
-    frames: int
-    steps: int
-    guidance: float
-    width: int
-    height: int
-    negative_prompt: str
-    interp: str
-    spacing: str
-    loop: bool
-    fps: float
-    model: str
-
-    def request_fields(self) -> dict[str, Any]:
-        """Keyword arguments for `pipelines.morph.MorphRequest`."""
-        return {
-            "prompts": self.prompts,
-            "seeds": self.seeds,
-            "frames": self.frames,
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "width": self.width,
-            "height": self.height,
-            "negative_prompt": self.negative_prompt,
-            "interp": self.interp,
-            "spacing": self.spacing,
-            "loop": self.loop,
-        }
 
 
 def _whole(name: str, value: Any, low: int, high: int, flag: str | None = None) -> int:
@@ -138,32 +101,16 @@ def _text(name: str, value: Any, max_chars: int) -> str:
     return text
 
 
-def split_prompts(prompt_a: Any, prompt_b: Any, more_prompts: Any) -> list[Any]:
-    """Prompt A, prompt B and the extra prompts (one per line; blank lines ignored) as one chain."""
-    extra: list[Any] = []
-    if isinstance(more_prompts, str):
-        extra = [line for line in more_prompts.splitlines() if line.strip()]
-    elif isinstance(more_prompts, (list, tuple)):
-        extra = list(more_prompts)
-    elif more_prompts is not None:
-        raise LimitError(f"more_prompts must be text with one prompt per line; got {type(more_prompts).__name__}.")
-    return [prompt_a, prompt_b, *extra]
-
-
 def parse_seeds(value: Any, prompt_count: int) -> tuple[int, ...]:
     """'7' or '1, 2, 3' (or a number, or a list) -> seeds: one for all keyframes or one per prompt."""
-    if isinstance(value, bool):
-        raise LimitError(f"seeds must be whole numbers between 0 and {SEED_MAX}; got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, list, tuple, type(None))):
+        raise LimitError(f"seeds must be whole numbers between 0 and {SEED_MAX}; got {type(value).__name__}.")
     if isinstance(value, (int, float)):
         items: list[Any] = [value]
     elif isinstance(value, (list, tuple)):
         items = list(value)
-    elif isinstance(value, str):
-        items = [item for item in re.split(r"[\s,;]+", value.strip()) if item]
-    elif value is None:
-        items = []
     else:
-        raise LimitError(f"seeds must be whole numbers between 0 and {SEED_MAX}; got {type(value).__name__}.")
+        items = [item for item in re.split(r"[\s,;]+", (value or "").strip()) if item]
     if not items:
         raise LimitError("seeds is empty: give one seed for all prompts or one per prompt, e.g. '0' or '1 2'.")
     seeds = tuple(_whole("seed", item, 0, SEED_MAX) for item in items)
@@ -198,85 +145,32 @@ def _choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
 
 
 def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in (0, 1) and not isinstance(value, float):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise LimitError(f"{name} must be true or false; got {value!r}.")
+    try:
+        return parse_flag(value)
+    except ValueError:
+        raise LimitError(f"{name} must be true or false; got {value!r}.") from None
 
 
-def check_form(
-    limits: Limits,
-    models: list[str] | tuple[str, ...],
-    *,
-    prompt_a: Any,
-    prompt_b: Any,
-    more_prompts: Any = "",
-    negative_prompt: Any = "",
-    seeds: Any = "0",
-    frames: Any = 16,
-    steps: Any = 20,
-    guidance: Any = 5.0,
-    size: Any = "64x64",
-    interp: Any = "slerp",
-    spacing: Any = "linear",
-    loop: Any = False,
-    fps: Any = 8.0,
-    model: Any = None,
-) -> MorphForm:
-    """Check every value of one request against `limits`; raise LimitError on the first bad one.
+def parse_grid(value: Any, limits: Limits) -> tuple[int, int]:
+    """'RxC' -> (rows, columns), each from 2 to `limits.max_grid_side`."""
+    match = _SIZE_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise LimitError(f"grid must look like 3x3 (rows x columns); got {value!r}.")
+    rows, columns = int(match.group(1)), int(match.group(2))
+    for name, count in (("rows", rows), ("columns", columns)):
+        if not 2 <= count <= limits.max_grid_side:
+            raise LimitError(f"grid {name} must be between 2 and {limits.max_grid_side} (--max-grid-side); got {count}.")
+    return rows, columns
 
-    `models` is the allow-list configured at launch; `model=None` picks the first.
-    Cheap and side-effect free: it runs before any model work.
-    """
-    # 1. the chain of prompts
-    raw_prompts = split_prompts(prompt_a, prompt_b, more_prompts)
-    if len(raw_prompts) > limits.max_prompts:
-        raise LimitError(
-            f"A chain has at most {limits.max_prompts} prompts (--max-prompts); got {len(raw_prompts)}."
-        )
-    prompts = []
-    for index, raw in enumerate(raw_prompts):
-        name = f"prompt {chr(ord('A') + index)}"
-        text = _text(name, raw, limits.max_prompt_chars)
-        if not text:
-            raise LimitError(f"{name} is empty: every prompt in the chain needs some text.")
-        prompts.append(text)
-    negative = _text("the negative prompt", negative_prompt, limits.max_prompt_chars)
 
-    # 2. numbers with their limits
-    frames_n = _whole("frames", frames, 2, limits.max_frames, "--max-frames")
-    keyframes = len(prompts)
-    if frames_n < keyframes:
-        raise LimitError(f"frames must be at least the number of prompts ({keyframes}); got {frames_n}.")
-    steps_n = _whole("steps", steps, 1, limits.max_steps, "--max-steps")
-    guidance_x = _real("guidance", guidance, 0.0, limits.max_guidance, "--max-guidance")
-    fps_x = _real("fps", fps, 1.0, limits.max_fps, "--max-fps")
-    width, height = parse_size(size, limits)
-    seed_tuple = parse_seeds(seeds, len(prompts))
-
-    # 3. choices
-    interp_s = _choice("interp", interp, INTERP_CHOICES)
-    spacing_s = _choice("spacing", spacing, SPACING_CHOICES)
-    loop_b = _flag("loop", loop)
-    if not models:
-        raise LimitError("No model is configured on this server.")
-    model_s = models[0] if model in (None, "") else _choice("model", model, list(models))
-
-    return MorphForm(
-        prompts=tuple(prompts),
-        seeds=seed_tuple,
-        frames=frames_n,
-        steps=steps_n,
-        guidance=guidance_x,
-        width=width,
-        height=height,
-        negative_prompt=negative,
-        interp=interp_s,
-        spacing=spacing_s,
-        loop=loop_b,
-        fps=fps_x,
-        model=model_s,
-    )
+def parse_scale_range(value: Any, limits: Limits) -> tuple[float, float]:
+    """'S0 S1' -> (start, end), each within +-`limits.max_scale`, start != end."""
+    try:
+        start, end = parse_scale(value)
+    except ValueError:
+        raise LimitError(f"scale must be two numbers, start and end, e.g. '0 1.5'; got {value!r}.") from None
+    for number in (start, end):
+        _real("scale", number, -limits.max_scale, limits.max_scale, "--max-scale")
+    if start == end:
+        raise LimitError(f"scale start and end must differ; got {value!r}.")
+    return start, end

@@ -1,0 +1,141 @@
+"""The inputs of each endpoint, generated from the request's declaration, and their checks.
+
+An endpoint serves one walk. Its inputs are the walk's key slots (`prompt_a`, ...,
+plus `more_prompts` for a chain), then every request option the walk reads and the
+service offers (`Option.api`), in declaration order, then `model`. The page's
+widgets, the API's parameter names and defaults, and `check_form` all read
+`inputs_for(walk)`: a new option in `pipelines/request.py` shows up everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.request import MorphRequest, Option, default_of, format_value, options
+from pipelines.walks import Walk, get_walk
+from service.limits import (
+    LimitError, Limits, _choice, _flag, _real, _text, _whole, parse_grid, parse_scale_range, parse_seeds, parse_size,
+)
+
+MORE_PROMPTS = "more_prompts"
+
+
+@dataclass(frozen=True)
+class Input:
+    """One parameter of an endpoint: a key slot, the chain's extra prompts, an option, or the model."""
+
+    name: str
+    label: str
+    default: Any
+    option: Option | None = None  # None for prompts and the model
+
+
+def inputs_for(walk: Walk | str, default_size: str = "") -> list[Input]:
+    """The parameters of the endpoint that serves `walk`, in order."""
+    walk = get_walk(walk) if isinstance(walk, str) else walk
+    inputs = [Input(slot.name, slot.label, "") for slot in walk.slots]
+    if walk.more_keys:
+        inputs.append(Input(MORE_PROMPTS, "More prompts", ""))
+    for name, spec in options().items():
+        if spec.api and walk.name in spec.walks:
+            default = default_size if name == "size" else format_value(default_of(name))
+            inputs.append(Input(name, spec.label, default, spec))
+    inputs.append(Input("model", "Model", None))
+    return inputs
+
+
+@dataclass(frozen=True)
+class CheckedForm:
+    """A request the service accepts, and the model it runs on."""
+
+    request: MorphRequest
+    model: str
+
+
+def check_form(limits: Limits, models: list[str] | tuple[str, ...], walk: str = "chain", **values: Any) -> CheckedForm:
+    """Check every value of one request against `limits`; raise LimitError on the first bad one.
+
+    `values` are keyword arguments named as `inputs_for(walk)` names them; missing
+    ones take their defaults. `models` is the allow-list configured at launch;
+    `model=None` picks the first. Cheap and side-effect free: it runs before any model work.
+    """
+    chosen = get_walk(walk)
+    known = {item.name for item in inputs_for(chosen)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise LimitError(f"unknown parameter {unknown[0]!r} for the {chosen.name} walk.")
+    prompts = _prompts(chosen, values, limits)
+    fields: dict[str, Any] = {"walk": chosen.name}
+    for name, spec in options().items():
+        if spec.api and chosen.name in spec.walks and name in values:
+            fields[name] = _checked(name, spec, values[name], limits, len(prompts))
+    if "frames" in fields and fields["frames"] < len(prompts):
+        raise LimitError(f"frames must be at least the number of prompts ({len(prompts)}); got {fields['frames']}.")
+    if not models:
+        raise LimitError("No model is configured on this server.")
+    model = values.get("model")
+    model = models[0] if model in (None, "") else _choice("model", model, list(models))
+    try:
+        request = MorphRequest(prompts=tuple(prompts), **fields)
+        from pipelines.request import check_request
+
+        check_request(request)
+    except LimitError:
+        raise
+    except ValueError as error:
+        raise LimitError(str(error)) from None
+    return CheckedForm(request, model)
+
+
+def _prompts(walk: Walk, values: dict[str, Any], limits: Limits) -> list[str]:
+    raw = [values.get(slot.name) for slot in walk.slots]
+    if walk.more_keys:
+        raw += _more_prompts(values.get(MORE_PROMPTS, ""))
+    if len(raw) > limits.max_prompts:
+        raise LimitError(f"A chain has at most {limits.max_prompts} prompts (--max-prompts); got {len(raw)}.")
+    prompts = []
+    for index, item in enumerate(raw):
+        name = f"prompt {chr(ord('A') + index)}"
+        text = _text(name, item, limits.max_prompt_chars)
+        if not text:
+            raise LimitError(f"{name} is empty: every prompt of the {walk.name} walk needs some text.")
+        prompts.append(text)
+    return prompts
+
+
+def _more_prompts(value: Any) -> list[Any]:
+    """The chain's extra prompts: one per line (blank lines ignored), or a list."""
+    if isinstance(value, str):
+        return [line for line in value.splitlines() if line.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if value is None:
+        return []
+    raise LimitError(f"more_prompts must be text with one prompt per line; got {type(value).__name__}.")
+
+
+def _checked(name: str, spec: Option, value: Any, limits: Limits, prompt_count: int) -> Any:
+    """One option's value, converted and checked against its limit."""
+    cap = getattr(limits, spec.limit) if spec.limit else None
+    flag = "--" + spec.limit.replace("_", "-") if spec.limit else None
+    if spec.kind == "int":
+        return _whole(name, value, int(spec.low or 0), int(cap), flag)
+    if spec.kind == "float":
+        low = 1.0 if name == "fps" else spec.low or 0.0  # fps below 1 makes a slide show
+        return _real(name, value, low, cap, flag)
+    if spec.kind == "text":
+        return _text(name.replace("_", " ").replace("negative prompt", "the negative prompt"), value, cap)
+    if spec.kind == "choice":
+        return _choice(name, value, spec.choices)
+    if spec.kind == "flag":
+        return _flag(name, value)
+    if spec.kind == "seeds":
+        return parse_seeds(value, prompt_count)
+    if spec.kind == "size":
+        return None if value in (None, "") else parse_size(value, limits)
+    if spec.kind == "grid":
+        return parse_grid(value, limits)
+    if spec.kind == "scale":
+        return parse_scale_range(value, limits)
+    raise LimitError(f"{name}: no check for options of kind {spec.kind!r}")

@@ -1,0 +1,206 @@
+"""The service's morph procedure, framework-free: checked values in, progress and files out.
+
+`Runner.updates(walk, values)` is what every endpoint (the page's tabs, the
+examples, `/morph`, `/grid`, `/direction`) runs:
+
+1. check every value against the limits (before any work, API calls included);
+2. wait for the model (one job at a time per model: a diffusers scheduler is not thread-safe);
+3. run the morph in a worker thread (`service.jobs.MorphJob`), yielding at every step,
+   so a cancel or a closed tab stops it at the next step;
+4. write the walk's files (media registry) in a private temporary folder and hand
+   them over; the caller copies them before asking for the next update.
+
+Errors are plain exceptions (`LimitError`, `JobCancelled`, `JobDeadline`,
+`JobOutOfMemory`, or the engine's own); `service/app.py` turns them into what Gradio shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from service.form import check_form
+from service.jobs import Done, MorphJob, Progress
+from service.limits import LimitError, Limits
+
+if TYPE_CHECKING:
+    from pipelines.engine import Morpher
+    from pipelines.request import MorphRequest
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.25  # updates come at least this often, so a cancel never waits long
+FRAME_FILE = "frame-{index:03d}.png"
+FILE_NAMES = {"gif": "morph.gif", "webp": "morph.webp", "mp4": "morph.mp4", "strip": "strip.png",
+              "grid": "grid.png", "manifest": "manifest.json"}
+
+
+@dataclass(frozen=True)
+class FrameSaved:
+    """A finished frame, already written as PNG in the job's folder."""
+
+    index: int
+    caption: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Update:
+    """What a running morph has to tell its page or API caller."""
+
+    kind: str  # "clear" | "wait" | "step" | "frame" | "done" | "tick"
+    gallery: list[tuple[str, str]] = field(default_factory=list)  # (PNG path, caption) of every frame so far
+    files: dict[str, Path] = field(default_factory=dict)  # format name -> file, when done
+    fraction: float = 0.0
+    text: str = ""
+
+
+class _JobFolder:
+    """A private temporary folder shared by the handler and the worker; the last one out removes it."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="latent-morph-"))
+        self._owners = 2
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            self._owners -= 1
+            last = self._owners == 0
+        if last:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def morph_work(morpher: "Morpher", request: "MorphRequest", outputs: tuple[str, ...], folder: Path):
+    """The work run in the worker thread: frames as they finish, then the walk's files."""
+    from pipelines import media
+
+    def work(report, should_stop) -> dict[str, Path]:
+        # 1. frames, streamed: each one saved and reported as soon as its batch is done
+        rendered = []
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        for frame in morpher.frames(request, on_step=report, should_stop=should_stop, timings=timings):
+            path = folder / FRAME_FILE.format(index=frame.index)
+            frame.image.save(path)
+            rendered.append(frame)
+            report(FrameSaved(frame.index, f"{frame.index} · {frame.caption}", path))
+        # 2. the manifest, from the same frames (no second render)
+        timings["total_s"] = time.perf_counter() - started  # includes saving the frames
+        manifest = morpher.manifest(request, rendered, timings)
+        tiles = None
+        if rendered and rendered[0].point.get("row") is not None:
+            tiles = [(int(frame.point["row"]), int(frame.point["column"])) for frame in rendered]
+        film = media.Film([frame.image for frame in rendered], fps=request.fps, loop=True, tiles=tiles,
+                          manifest=manifest)
+        # 3. media at the edge, from the one registry of formats
+        return {name: media.write(film, folder / FILE_NAMES[name], name) for name in outputs}
+
+    return work
+
+
+def describe_step(progress: Any, batch_size: int) -> tuple[float, str] | None:
+    """(fraction, text) for a progress bar from the engine's StepProgress."""
+    try:
+        done, total = progress.frames_done, progress.frames_total
+        step, steps = progress.step, progress.steps_total
+    except AttributeError:
+        return None
+    # the current batch's frames are `step / steps` of the way there
+    in_flight = min(batch_size, max(total - done, 0)) * step / max(steps, 1)
+    fraction = (done + in_flight) / max(total, 1)
+    return min(fraction, 1.0), f"{done}/{total} frames done, step {step}/{steps}"
+
+
+def _frame_or_done(event: Any) -> bool:
+    return isinstance(event, Done) or (isinstance(event, Progress) and isinstance(event.value, FrameSaved))
+
+
+class Runner:
+    """The models on offer (an allow-list fixed at launch) and the procedure that runs a morph."""
+
+    def __init__(self, morphers: Mapping[str, "Morpher"], limits: Limits) -> None:
+        if not morphers:
+            raise ValueError("at least one model is needed")
+        self.morphers = dict(morphers)
+        self.limits = limits
+        # one job at a time per model; released by the worker when the job has really ended
+        self._slots = {name: threading.BoundedSemaphore(1) for name in self.morphers}
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.morphers)
+
+    def updates(self, walk: str, values: dict[str, Any]) -> Iterator[Update]:
+        """Run one morph; raises LimitError before any work, job errors while it runs."""
+        from pipelines.render import MorphCancelled, default_batch_size
+        from pipelines.walks import get_walk
+
+        # 1. check everything before any work
+        form = check_form(self.limits, self.model_names, walk, **values)
+        morpher = self.morphers[form.model]
+        request = morpher.resolve(form.request)  # the model's own size when none was asked for
+        if request.width * request.height > self.limits.max_pixels:
+            raise LimitError(f"size {request.width}x{request.height} is over the limit of {self.limits.max_pixels} "
+                             "pixels per frame (--max-pixels).")
+
+        # 2. wait for the model, yielding so a cancel lands while waiting
+        yield Update("clear")
+        slot = self._slots[form.model]
+        while not slot.acquire(timeout=POLL_S):
+            yield Update("wait", text=f"waiting for {form.model}: one morph at a time")
+
+        # 3. run it in a worker thread; this generator only relays progress
+        batch_size = request.batch_size or default_batch_size(morpher.model.device, request.width, request.height)
+        try:
+            folder = _JobFolder()
+        except BaseException:
+            slot.release()
+            raise
+
+        def on_exit() -> None:
+            slot.release()
+            folder.release()
+
+        outputs = get_walk(request.walk).outputs
+        job = MorphJob(morph_work(morpher, request, outputs, folder.path), deadline_s=self.limits.deadline_s,
+                       on_exit=on_exit, cancelled_types=(MorphCancelled,))
+        started = False
+        try:
+            job.start()
+            started = True
+            yield from self._relay(job, form.model, batch_size)
+        finally:
+            # A cancel or disconnect closes this generator: stop the worker at its next step.
+            # Never wait for it here: Gradio closes generators on its event loop.
+            job.stop()
+            if not started:  # no worker: release its share here
+                on_exit()
+            folder.release()
+
+    def _relay(self, job: MorphJob, model: str, batch_size: int) -> Iterator[Update]:
+        """The job's events as Updates, until its files are written."""
+        gallery: list[tuple[str, str]] = []
+        began = time.monotonic()
+        yield Update("step", text=f"{model}: starting")
+        for event in job.events(poll_s=POLL_S):
+            if isinstance(event, Done):
+                # 4. results; the caller copies the files before this generator resumes
+                text = f"{len(gallery)} frames in {time.monotonic() - began:.1f} s"
+                yield Update("done", gallery=gallery, files=event.result, fraction=1.0, text=text)
+                return
+            if isinstance(event, Progress) and isinstance(event.value, FrameSaved):
+                saved = event.value
+                gallery = [*gallery, (str(saved.path), saved.caption)]
+                # a batch finishes several frames at once: show them in one update
+                yield Update("tick") if job.next_is(_frame_or_done) else Update("frame", gallery=gallery)
+                continue
+            described = describe_step(event.value, batch_size) if isinstance(event, Progress) else None
+            yield Update("step", fraction=described[0], text=described[1]) if described else Update("tick")
