@@ -28,7 +28,9 @@ import torch
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
-BUNDLED_DIR = Path(__file__).parent / "toy" / "shapes64"
+# The models shipped in the repo, by the name `--model` takes; the first present one is the default.
+BUNDLED_MODELS = {"shapes64": Path(__file__).parent / "toy" / "shapes64"}
+BUNDLED_DIR = BUNDLED_MODELS["shapes64"]  # the default model's folder
 BUNDLED_NAME = "bundled:shapes64"
 TINY_NAME = "tiny"
 SAFETY_CHECKER_REPO = "CompVis/stable-diffusion-safety-checker"
@@ -60,6 +62,17 @@ def default_model_spec() -> str:
     from pipelines.tiny import ensure_tiny_model  # imports diffusers: only when needed
 
     return str(ensure_tiny_model())
+
+
+def bundled_folder(name: str) -> str:
+    """The folder of a bundled model by name, or ModelLoadError when this checkout lacks it."""
+    folder = BUNDLED_DIR if name == "shapes64" else BUNDLED_MODELS[name]
+    if not (folder / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"The bundled model '{name}' is not in this checkout ({folder} has no model_index.json); "
+            f"train it with: python -m pipelines.toy.train --model {name}"
+        )
+    return str(folder)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -97,6 +110,8 @@ def load_model(spec: str | None = None, device: str = "auto", keep_safety_checke
         from pipelines.tiny import ensure_tiny_model
 
         spec = str(ensure_tiny_model())
+    elif spec in BUNDLED_MODELS:
+        spec = bundled_folder(spec)
     kind, source = classify_spec(spec)
     if kind == "folder":
         pipe = _load_folder(source, dtype, keep_safety_checker)
@@ -138,6 +153,9 @@ def model_name(spec: str, kind: str) -> str:
     path = Path(spec).expanduser().resolve()
     if path == BUNDLED_DIR.resolve():
         return BUNDLED_NAME
+    for name, folder in BUNDLED_MODELS.items():
+        if path == folder.resolve():
+            return f"bundled:{name}"
     if path == tiny_model_dir().resolve():
         return TINY_NAME
     return path.name
