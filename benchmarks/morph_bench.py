@@ -48,18 +48,14 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from pipelines import metrics  # noqa: E402
 from pipelines.cache import FrameCache, model_fingerprint  # noqa: E402
-from pipelines.interpolate import slerp  # noqa: E402
+from pipelines.engine import Morpher  # noqa: E402
+from pipelines.interpolate import interpolate  # noqa: E402
+from pipelines.keys import draw_noise, keys_for, uses_guidance  # noqa: E402
 from pipelines.loading import LoadedModel, load_model  # noqa: E402
-from pipelines.morph import (  # noqa: E402
-    EVEN_BUDGET,
-    Morpher,
-    MorphRequest,
-    default_batch_size,
-    draw_noise,
-    keyframe_seeds,
-    plan_frames,
-    uses_guidance,
-)
+from pipelines.render import default_batch_size  # noqa: E402
+from pipelines.request import MorphRequest  # noqa: E402
+from pipelines.spacing import EVEN_BUDGET  # noqa: E402
+from pipelines.walks import ChainWalk  # noqa: E402
 
 START = "<!-- morph-bench:start (written by python -m benchmarks.morph_bench) -->"
 END = "<!-- morph-bench:end -->"
@@ -170,29 +166,31 @@ def timed(function: Callable[[], Any], pipe) -> tuple[Any, float, Timers]:
 def naive_frames(pipe, request: MorphRequest) -> list[Image.Image]:
     """What other latent-walk tools do: per frame, encode both prompts, interpolate, one pipeline call.
 
-    Same t, same noise, same embeddings as the engine's frames (so the same pictures),
-    but the prompts are encoded again for every frame and every frame is its own call.
+    Same t, same noise, same embeddings as the engine's frames of a chain (so the same
+    pictures): noise mixed with `request.noise_interp`, embeddings with `request.interp`.
+    But the prompts are encoded again for every frame and every frame is its own call.
+    `request` must have its size (see `Morpher.resolve`).
     """
     device = pipe._execution_device
     guided = uses_guidance(pipe, request.guidance)
-    seeds = keyframe_seeds(request)
-    plan = plan_frames(len(request.prompts), request.frames, request.loop, "linear")
+    seeds = [key.seed for key in keys_for(request.prompts, request.seeds)]
+    plan = ChainWalk().plan(replace(request, spacing="linear"))
     scale = pipe.vae_scale_factor
     shape = (1, pipe.unet.config.in_channels, request.height // scale, request.width // scale)
     images = []
-    for spec in plan:
-        start, end = spec.segment, (spec.segment + 1) % len(request.prompts)
+    for point in plan:
+        segment, t = int(point["segment"]), float(point["t"])
+        start, end = segment, (segment + 1) % len(request.prompts)
         cond_a, uncond = pipe.encode_prompt(request.prompts[start], device, 1, guided, request.negative_prompt or None)
         cond_b, _ = pipe.encode_prompt(request.prompts[end], device, 1, guided, request.negative_prompt or None)
         noise_a = draw_noise(seeds[start], shape, cond_a.dtype, device)
         noise_b = draw_noise(seeds[end], shape, cond_a.dtype, device)
-        t = torch.tensor([spec.t])
-        generator = torch.Generator("cpu").manual_seed(seeds[start] if spec.t < 0.5 else seeds[end])
+        generator = torch.Generator("cpu").manual_seed(seeds[start] if t < 0.5 else seeds[end])
         torch.randn(shape, generator=generator, dtype=cond_a.dtype)  # as the engine's step generators
         output = pipe(
-            prompt_embeds=slerp(cond_a[0], cond_b[0], t) if request.interp == "slerp" else None,
+            prompt_embeds=interpolate(cond_a, cond_b, t, request.interp),
             negative_prompt_embeds=uncond if guided else None,
-            latents=slerp(noise_a[0], noise_b[0], t),
+            latents=interpolate(noise_a, noise_b, t, request.noise_interp),
             num_inference_steps=request.steps,
             guidance_scale=request.guidance,
             height=request.height,
@@ -437,7 +435,8 @@ def markdown(info: dict, base: MorphRequest, speed: list[dict], smooth: list[dic
         "",
         "### 2. Smoothness: linear against even spacing",
         "",
-        f"{len(smooth)} morphs ({len(smooth) // max(1, len(SEED_PAIRS))} prompt pairs x {len(SEED_PAIRS)} seed pairs, "
+        f"{len(smooth)} morphs ({len({tuple(row['prompts']) for row in smooth})} prompt pairs x "
+        f"{len({tuple(row['seeds']) for row in smooth})} seed pairs, "
         f"one seed per keyframe), {base.frames} frames each. J = largest gap / mean gap (1 is perfectly even), "
         "CV = std / mean of the gaps, R = path length / keyframe-to-keyframe distance, all on pixel RMSE; "
         "J(SSIM) on 1 - SSIM. Cost = frames denoised, pilot included, over a plain render's frames "
@@ -635,7 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     transformers_logging.disable_progress_bar()
     model = load_model(args.model, device="cpu")
     model.pipe.set_progress_bar_config(disable=True)
-    base = MorphRequest(prompts=PAIRS[0], seeds=SEED_PAIRS[0], frames=args.frames, steps=args.steps)
+    # resolved: the model's own size, so the naive baseline and the report know width and height
+    base = Morpher(model).resolve(
+        MorphRequest(prompts=PAIRS[0], seeds=SEED_PAIRS[0], frames=args.frames, steps=args.steps))
     if args.point:  # one scale point, in its own process (see bench_scale)
         frames, batch = args.point
         print(json.dumps(scale_point(model, replace(base, frames=frames, batch_size=batch or None))))

@@ -114,7 +114,7 @@ class Morpher:
         """The JSON-ready record of a morph (see manifest.py)."""
         request = self.resolve(request)
         stats = self.last_stats[1] if self.last_stats is not None and self.last_stats[0] == request else None
-        job = self._start(request, get_walk(request.walk), None, None)  # prompts come from the text cache
+        job = self.start_job(request, get_walk(request.walk), None, None)  # prompts come from the text cache
         return manifests.build(self.model, request, frames, timings, stats, job.encoded)
 
     # ------------------------------------------------------------ the stages
@@ -130,7 +130,7 @@ class Morpher:
         walk = get_walk(request.walk)
         started = time.perf_counter()
         # 2. Encode each key once: noise from its seed (CPU generator, then moved), embeds via encode_prompt.
-        job = self._start(request, walk, on_step, should_stop)
+        job = self.start_job(request, walk, on_step, should_stop)
         timings["encode_s"] = time.perf_counter() - started
         # 3. The walk's points, one per output frame, in output order.
         plan = walk.plan(request)
@@ -149,7 +149,8 @@ class Morpher:
         timings["render_s"] = time.perf_counter() - started
         self.last_stats = (request, job.stats)
 
-    def _start(self, request: MorphRequest, walk: Walk, on_step, should_stop) -> Job:
+    def start_job(self, request: MorphRequest, walk: Walk, on_step=None, should_stop=None) -> Job:
+        """Encode the keys of a (resolved) request: what rendering its points needs."""
         keys = keys_for(request.prompts, request.seeds)
         # the negative prompt is encoded alongside the first prompt, as in a plain call
         uncond = self.text.negative(keys[0].prompt, request.guidance, request.negative_prompt)

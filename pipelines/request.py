@@ -17,12 +17,14 @@ import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Callable
 
-WALKS = ("chain", "grid", "direction")
+from pipelines.walks import WALKS as WALK_REGISTRY, get_walk
+
 INTERPS = ("slerp", "lerp")
 NOISE_INTERPS = ("slerp", "lerp")
 SPACINGS = ("linear", "ease", "even")
 # torch.Generator takes 64-bit seeds; the service offers 32 bits (plenty, and portable).
 SEED_MAX = 2**32 - 1
+WALKS = tuple(WALK_REGISTRY)  # the walks' names, from their registry (pipelines/walks.py)
 _PAIR_RE = re.compile(r"^\s*(\d+)\s*[x×X*]\s*(\d+)\s*$")
 
 
@@ -107,7 +109,7 @@ class Option:
     choices: tuple[str, ...] = ()
     low: float | None = None  # the smallest value that makes sense anywhere
     limit: str | None = None  # the service limit (a `service.limits.Limits` field) that caps it
-    walks: tuple[str, ...] = WALKS  # the walks that read it
+    per_walk: bool = False  # read only by the walks that list it in their `reads` (else by every walk)
     flag: str | None = None  # the CLI flag, when it is not "--" + the field name
     api: bool = True  # offered by the page and the API (else CLI and Python only)
     advanced: bool = False  # the page shows it under "More settings"
@@ -146,29 +148,26 @@ class MorphRequest:
                                   label="Negative prompt", help="what every frame steers away from")
     seeds: tuple[int, ...] = option((0,), kind="seeds", flag="--seed", label="Seeds", low=0,
                                     help="one seed for every keyframe, or one per prompt")
-    frames: int = option(16, kind="int", low=2, limit="max_frames", walks=("chain", "direction"), label="Frames",
+    frames: int = option(16, kind="int", low=2, limit="max_frames", per_walk=True, label="Frames",
                          help="total frames in the output, each keyframe exactly once")
-    grid: tuple[int, int] = option((3, 3), kind="grid", low=2, limit="max_grid_side", walks=("grid",),
-                                   label="Grid (rows x columns)", help="rows x columns of the grid walk")
-    scale: tuple[float, float] = option((0.0, 1.5), kind="scale", limit="max_scale", walks=("direction",),
-                                        label="Scale (start end)", help="s from start to end in A + s * (C - B)")
+    grid: tuple[int, int] = option((3, 3), kind="grid", low=2, limit="max_grid_side", per_walk=True, label="Grid (rows x columns)", help="rows x columns of the grid walk")
+    scale: tuple[float, float] = option((0.0, 1.5), kind="scale", limit="max_scale", per_walk=True, label="Scale (start end)", help="s from start to end in A + s * (C - B)")
     steps: int = option(20, kind="int", low=1, limit="max_steps", label="Steps", help="denoising steps per frame")
     guidance: float = option(5.0, kind="float", low=0.0, limit="max_guidance", label="Guidance",
                              help="classifier-free guidance scale (<= 1 turns guidance off)")
     size: tuple[int, int] | None = option(None, kind="size", low=8, limit="max_pixels", label="Size (WxH)",
                                           help="width x height, multiples of 8 (default: the model's own size)")
-    interp: str = option("slerp", kind="choice", choices=INTERPS, walks=("chain", "grid"), advanced=True,
+    interp: str = option("slerp", kind="choice", choices=INTERPS, per_walk=True, advanced=True,
                          label="Embedding interpolation", help="how prompt embeddings are mixed")
-    spacing: str = option("linear", kind="choice", choices=SPACINGS, walks=("chain", "direction"), advanced=True,
+    spacing: str = option("linear", kind="choice", choices=SPACINGS, per_walk=True, advanced=True,
                           label="Spacing",
                           help="linear, ease (slow near keyframes) or even (equal visual steps; "
                                "denoises up to twice the frames)")
     fps: float = option(8.0, kind="float", limit="max_fps", advanced=True, label="FPS",
                         help="frames per second of GIF, WebP and MP4")
-    loop: bool = option(False, kind="flag", walks=("chain",), advanced=True, label="Loop back to prompt A",
+    loop: bool = option(False, kind="flag", per_walk=True, advanced=True, label="Loop back to prompt A",
                         help="walk back to the first prompt at the end (it is not repeated)")
-    noise_interp: str = option("slerp", kind="choice", choices=NOISE_INTERPS, walks=("chain", "grid"),
-                               advanced=True, api=False, label="Noise interpolation",
+    noise_interp: str = option("slerp", kind="choice", choices=NOISE_INTERPS, per_walk=True, advanced=True, api=False, label="Noise interpolation",
                                help="how seed noise is mixed (lerp shrinks the noise between keys)")
     batch_size: int | None = option(None, kind="int", low=1, api=False, label="Batch size",
                                     help="frames per pipeline call (default: sensible for the device)")
@@ -190,6 +189,11 @@ class MorphRequest:
 def options() -> dict[str, Option]:
     """Field name -> Option, in declaration order (the keyframes excluded)."""
     return {item.name: item.metadata["option"] for item in fields(MorphRequest) if "option" in item.metadata}
+
+
+def walk_reads(walk: str, name: str) -> bool:
+    """True when the walk uses the option `name` (common options are read by every walk)."""
+    return not options()[name].per_walk or name in get_walk(walk).reads
 
 
 def default_of(name: str) -> Any:
@@ -216,16 +220,17 @@ def parse_option(name: str, value: Any) -> Any:
 
 def check_request(request: MorphRequest) -> None:
     """Raise ValueError naming the first bad field, its value and the rule it breaks."""
-    from pipelines.walks import get_walk  # walks import this module
-
     prompts = request.prompts
     if not isinstance(prompts, tuple) or len(prompts) < 2:
         raise ValueError(f"prompts must be a tuple of at least 2 prompts, got {prompts!r}")
     for prompt in prompts:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"every prompt must be non-empty text, got {prompt!r}")
+    if request.walk not in WALK_REGISTRY:
+        raise ValueError(f"walk must be one of {', '.join(WALK_REGISTRY)}, got {request.walk!r}")
     for name, spec in options().items():
-        _check_value(name, spec, getattr(request, name))
+        if walk_reads(request.walk, name):  # an option the walk does not read is not its concern
+            _check_value(name, spec, getattr(request, name))
     if len(request.seeds) not in (1, len(prompts)):
         raise ValueError(f"seeds must hold 1 seed or one per prompt ({len(prompts)}), got {len(request.seeds)}")
     get_walk(request.walk).check(request)
@@ -246,11 +251,11 @@ def _check_value(name: str, spec: Option, value: Any) -> None:
     if spec.kind == "seeds":
         for seed in value:
             if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-                raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+                raise ValueError(f"seeds must be integers in [0, 2**63), got {seed!r}")
     if spec.kind == "size":
         for side_name, side in zip(("width", "height"), value):
             if not isinstance(side, int) or side < 8 or side % 8:
-                raise ValueError(f"{side_name} must be a positive multiple of 8, got {side}")
+                raise ValueError(f"size: {side_name} must be a positive multiple of 8, got {side}")
     if spec.kind == "grid" and (len(value) != 2 or min(value) < spec.low):
         raise ValueError(f"grid must have at least {spec.low:g} rows and {spec.low:g} columns, got {value!r}")
     if spec.kind == "scale" and (len(value) != 2 or not all(math.isfinite(item) for item in value)):

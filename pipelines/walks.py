@@ -67,6 +67,7 @@ class Walk:
     more_keys: ClassVar[bool] = False  # takes further keys after the slots
     still: ClassVar[str] = "strip"  # what a .png output is: "strip" or "grid"
     outputs: ClassVar[tuple[str, ...]] = ("gif", "strip", "mp4", "manifest")  # what the service returns
+    reads: ClassVar[tuple[str, ...]] = ()  # the walk-specific request options it uses (Option.per_walk)
 
     def check(self, request: "MorphRequest") -> None:
         """Raise ValueError for what this walk cannot do."""
@@ -139,6 +140,7 @@ class ChainWalk(PathWalk):
     name = "chain"
     slots = (Slot("prompt_a", "Prompt A"), Slot("prompt_b", "Prompt B"))
     more_keys = True
+    reads = ("frames", "interp", "spacing", "loop", "noise_interp")
 
     def check(self, request: "MorphRequest") -> None:
         super().check(request)
@@ -173,6 +175,7 @@ class DirectionWalk(PathWalk):
     name = "direction"
     slots = (Slot("prompt_a", "Prompt A (start)"), Slot("prompt_b", "Prompt B (from)"),
              Slot("prompt_c", "Prompt C (to)"))
+    reads = ("frames", "scale", "spacing")
 
     def check(self, request: "MorphRequest") -> None:
         super().check(request)
@@ -210,6 +213,7 @@ class GridWalk(Walk):
              Slot("prompt_c", "Prompt C (bottom left)"), Slot("prompt_d", "Prompt D (bottom right)"))
     still = "grid"
     outputs = ("grid", "gif", "mp4", "manifest")
+    reads = ("grid", "interp", "noise_interp")
 
     def check(self, request: "MorphRequest") -> None:
         super().check(request)

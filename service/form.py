@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.request import MorphRequest, Option, default_of, format_value, options
+from pipelines.request import MorphRequest, Option, default_of, format_value, options, walk_reads
 from pipelines.walks import Walk, get_walk
 from service.limits import (
     LimitError, Limits, _choice, _flag, _real, _text, _whole, parse_grid, parse_scale_range, parse_seeds, parse_size,
@@ -38,7 +38,7 @@ def inputs_for(walk: Walk | str, default_size: str = "") -> list[Input]:
     if walk.more_keys:
         inputs.append(Input(MORE_PROMPTS, "More prompts", ""))
     for name, spec in options().items():
-        if spec.api and walk.name in spec.walks:
+        if spec.api and walk_reads(walk.name, name):
             default = default_size if name == "size" else format_value(default_of(name))
             inputs.append(Input(name, spec.label, default, spec))
     inputs.append(Input("model", "Model", None))
@@ -68,9 +68,10 @@ def check_form(limits: Limits, models: list[str] | tuple[str, ...], walk: str = 
     prompts = _prompts(chosen, values, limits)
     fields: dict[str, Any] = {"walk": chosen.name}
     for name, spec in options().items():
-        if spec.api and chosen.name in spec.walks and name in values:
+        if spec.api and walk_reads(chosen.name, name) and name in values:
             fields[name] = _checked(name, spec, values[name], limits, len(prompts))
-    if "frames" in fields and fields["frames"] < len(prompts):
+    # a chain shows every prompt as a keyframe; a direction's B and C only steer, never appear
+    if chosen.more_keys and "frames" in fields and fields["frames"] < len(prompts):
         raise LimitError(f"frames must be at least the number of prompts ({len(prompts)}); got {fields['frames']}.")
     if not models:
         raise LimitError("No model is configured on this server.")
@@ -92,7 +93,7 @@ def _prompts(walk: Walk, values: dict[str, Any], limits: Limits) -> list[str]:
     raw = [values.get(slot.name) for slot in walk.slots]
     if walk.more_keys:
         raw += _more_prompts(values.get(MORE_PROMPTS, ""))
-    if len(raw) > limits.max_prompts:
+    if walk.more_keys and len(raw) > limits.max_prompts:  # other walks take a fixed number of prompts
         raise LimitError(f"A chain has at most {limits.max_prompts} prompts (--max-prompts); got {len(raw)}.")
     prompts = []
     for index, item in enumerate(raw):

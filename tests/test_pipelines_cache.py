@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 
 from pipelines.cache import FrameCache, frame_key, image_bytes
-from pipelines.morph import FrameSpec, Morpher, MorphRequest
+from pipelines.engine import Morpher
+from pipelines.render import MorphCancelled
+from pipelines.request import MorphRequest
+from pipelines.walks import Point, get_walk
 
-REQUEST = MorphRequest(prompts=("a red circle", "a blue square"), seeds=(1, 2), frames=5, steps=2, width=32,
-                       height=32)
+REQUEST = MorphRequest(prompts=("a red circle", "a blue square"), seeds=(1, 2), frames=5, steps=2, size=(32, 32))
 
 
 def picture(level: int, size: int = 8) -> Image.Image:
@@ -83,7 +85,7 @@ def test_cancelled_render_keeps_the_finished_batches(tiny_model) -> None:
     morpher = Morpher(tiny_model, cache=FrameCache())
     steps: list = []
     request = replace(REQUEST, batch_size=2)
-    with pytest.raises(Exception):
+    with pytest.raises(MorphCancelled):
         list(morpher.frames(request, on_step=steps.append, should_stop=lambda: len(steps) >= 3))
     record = morpher.render(request).manifest["render"]
     assert record["cache_hits"] == 2 and record["frames_rendered"] == 3
@@ -136,17 +138,18 @@ def test_memory_only_cache_writes_no_files(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_frame_keys_follow_everything_that_decides_the_pixels(morpher) -> None:
+def frame_key_of(morpher: Morpher, request: MorphRequest, point: Point) -> str:
+    """The cache key the engine gives `point` of `request` (keys encoded as a render would)."""
+    request = morpher.resolve(request)
+    job = morpher.start_job(request, get_walk(request.walk), None, None)
+    return morpher.frame_key(point, job)
+
+
+def test_frame_keys_follow_everything_that_decides_the_pixels(morpher, monkeypatch) -> None:
     keys_of = {}
 
     def key(request: MorphRequest, segment: int = 0, t: float = 0.5, model: Morpher = morpher) -> str:
-        text, uncond = model.encode(request)
-        from pipelines.morph import Keyframes, draw_noise, keyframe_seeds
-
-        seeds = keyframe_seeds(request)
-        noise = [draw_noise(seed, model.latent_shape(request), text[0].embeds.dtype, model.model.device)
-                 for seed in seeds]
-        return model.frame_key(FrameSpec(0, segment, t), Keyframes(seeds, noise, text, uncond), request)
+        return frame_key_of(model, request, Point.of(segment=segment, t=t))
 
     base = key(REQUEST)
     changes = {
@@ -155,29 +158,31 @@ def test_frame_keys_follow_everything_that_decides_the_pixels(morpher) -> None:
         "seed": replace(REQUEST, seeds=(1, 3)),
         "steps": replace(REQUEST, steps=3),
         "guidance": replace(REQUEST, guidance=6.0),
-        "width": replace(REQUEST, width=40),
-        "height": replace(REQUEST, height=40),
+        "width": replace(REQUEST, size=(40, 32)),
+        "height": replace(REQUEST, size=(32, 40)),
         "interp": replace(REQUEST, interp="lerp"),
+        "noise_interp": replace(REQUEST, noise_interp="lerp"),
     }
     for name, request in changes.items():
         keys_of[name] = key(request)
     keys_of["t"] = key(REQUEST, t=0.25)
     assert len({base, *keys_of.values()}) == len(keys_of) + 1, keys_of
     # What does not decide a frame's pixels does not change its key.
-    for same in (replace(REQUEST, frames=9), replace(REQUEST, batch_size=1), replace(REQUEST, spacing="even")):
+    for same in (replace(REQUEST, frames=9), replace(REQUEST, batch_size=1), replace(REQUEST, spacing="even"),
+                 replace(REQUEST, fps=24.0), replace(REQUEST, loop=True)):
         assert key(same) == base
+    own_size = morpher.resolve(replace(REQUEST, size=None)).size  # "the model's own size" is a size like any
+    assert key(replace(REQUEST, size=None)) == key(replace(REQUEST, size=own_size))
     # Keyframes: the end of one segment is the start of the next, whatever the interpolation.
     chain = replace(REQUEST, prompts=("a red circle", "a blue square", "a green star"), seeds=(1, 2, 5))
     assert key(chain, 0, 1.0) == key(chain, 1, 0.0) == key(replace(chain, interp="lerp"), 1, 0.0)
     assert key(chain, 0, 0.0) != key(chain, 1, 0.0)
     # The scheduler's class and config, and the weights, are part of the key.
     pipe = morpher.model.pipe
-    scheduler = pipe.scheduler
-    try:
-        pipe.scheduler = type(scheduler).from_config(scheduler.config, timestep_spacing="trailing")
+    with monkeypatch.context() as patch:
+        patch.setattr(pipe, "scheduler", type(pipe.scheduler).from_config(pipe.scheduler.config,
+                                                                          timestep_spacing="trailing"))
         assert key(REQUEST) != base
-    finally:
-        pipe.scheduler = scheduler
     other = Morpher(morpher.model)
     other._fingerprint = "another model"
     assert key(REQUEST, model=other) != base

@@ -1,4 +1,4 @@
-"""GIF, WebP, MP4, strip PNG and the manifest."""
+"""GIF, WebP, MP4, strip PNG, grid mosaic and the manifest, through one registry of formats."""
 
 from __future__ import annotations
 
@@ -9,7 +9,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.media import SUPPORTED_SUFFIXES, pad_even, strip, write_manifest, write_media
+from pipelines.media import (
+    FORMATS,
+    SUPPORTED_SUFFIXES,
+    Film,
+    format_for,
+    mosaic,
+    pad_even,
+    strip,
+    write,
+    write_manifest,
+    write_media,
+)
 
 
 def _frames(count: int = 4, width: int = 24, height: int = 16) -> list[Image.Image]:
@@ -59,7 +70,7 @@ def test_strip_png_is_lossless_and_frames_are_exactly_w_wide(tmp_path: Path) -> 
         array = np.asarray(png.convert("RGB"))
     for index, frame in enumerate(frames):
         assert np.array_equal(array[:, index * 24 : (index + 1) * 24], np.asarray(frame))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="same size"):
         strip([Image.new("RGB", (8, 8)), Image.new("RGB", (16, 8))])
 
 
@@ -67,9 +78,9 @@ def test_unknown_suffix_and_bad_input_are_refused(tmp_path: Path) -> None:
     assert SUPPORTED_SUFFIXES == (".gif", ".mp4", ".webp", ".png")
     with pytest.raises(ValueError, match="unknown output format"):
         write_media(_frames(), tmp_path / "m.avi")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no frames"):
         write_media([], tmp_path / "m.gif")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="fps"):
         write_media(_frames(), tmp_path / "m.gif", fps=0)
     assert write_media(_frames(), tmp_path / "UPPER.GIF").exists()
 
@@ -78,3 +89,44 @@ def test_manifest_round_trips(tmp_path: Path) -> None:
     manifest = {"prompts": ["a", "b"], "t": [0.0, 1.0], "note": "café"}
     path = write_manifest(manifest, tmp_path / "sub" / "m.json")
     assert json.loads(path.read_text(encoding="utf-8")) == manifest
+
+
+SERPENTINE_2X3 = [(0, 0), (0, 1), (0, 2), (1, 2), (1, 1), (1, 0)]
+
+
+def test_grid_mosaic_places_tiles_at_row_and_column_without_gaps(tmp_path: Path) -> None:
+    frames = _frames(6, 24, 16)
+    path = write(Film(frames, tiles=SERPENTINE_2X3), tmp_path / "grid.png")  # .png of a film with tiles: the mosaic
+    with Image.open(path) as png:
+        assert png.size == (3 * 24, 2 * 16)
+        array = np.asarray(png.convert("RGB"))
+    for frame, (row, column) in zip(frames, SERPENTINE_2X3):
+        assert np.array_equal(array[row * 16 : (row + 1) * 16, column * 24 : (column + 1) * 24], np.asarray(frame))
+    with pytest.raises(ValueError, match="same size"):
+        mosaic([Image.new("RGB", (8, 8)), Image.new("RGB", (16, 8))], [(0, 0), (0, 1)])
+
+
+def test_the_registry_maps_suffixes_to_writers(tmp_path: Path) -> None:
+    assert {"gif", "webp", "mp4", "strip", "grid", "manifest"} <= set(FORMATS)
+    assert format_for("m.gif").name == "gif" and format_for("M.MP4").name == "mp4"
+    assert format_for("m.webp").animated and not format_for("m.png").animated
+    assert format_for("m.png").name == "strip" and format_for("m.png", "grid").name == "grid"
+    for name in ("m.avi", "m", "m.json"):  # the manifest is written by name, not chosen by --out
+        with pytest.raises(ValueError, match="unknown output format"):
+            format_for(name)
+    with pytest.raises(ValueError, match="row, column"):
+        write(Film(_frames()), tmp_path / "grid.png", "grid")  # a chain has no tiles
+    film = Film(_frames(2), manifest={"walk": "chain"})
+    assert json.loads(write(film, tmp_path / "m.json", "manifest").read_text()) == {"walk": "chain"}
+    with pytest.raises(ValueError, match="manifest"):
+        write(Film(_frames(2)), tmp_path / "none.json", "manifest")
+
+
+def test_animations_play_a_grid_in_its_output_order(tmp_path: Path) -> None:
+    levels = [0, 50, 100, 150, 200, 250]
+    frames = [Image.new("RGB", (24, 16), (level, level, level)) for level in levels]
+    with Image.open(write(Film(frames, fps=5, tiles=SERPENTINE_2X3), tmp_path / "grid.gif")) as gif:
+        assert gif.n_frames == 6
+        for index, level in enumerate(levels):
+            gif.seek(index)
+            assert gif.convert("RGB").getpixel((3, 3)) == (level, level, level)

@@ -12,10 +12,13 @@ from PIL import Image
 
 from pipelines import metrics
 from pipelines.interpolate import monotone_cubic, retime_even, select_even, share_frames
-from pipelines.morph import EVEN_BUDGET, Morpher, MorphRequest, RenderedFrame, even_targets, refine_count
+from pipelines.engine import Morpher
+from pipelines.request import MorphRequest
+from pipelines.spacing import EVEN_BUDGET, even_targets, refine_count
 
 RNG = np.random.default_rng(0)
-PICTURES = [RNG.random((16, 16, 3)) for _ in range(3)]  # what keyframes 0, 1, 2 "look like"
+# What keyframes 0, 1, 2 "look like"; a tuple, so no test can change it for the tests after it.
+PICTURES = tuple(RNG.random((16, 16, 3)) for _ in range(3))
 
 
 def sigmoid(x: float, centre: float, width: float) -> float:
@@ -31,41 +34,42 @@ def sharp(position: float) -> float:
 
 
 class FakeRenders:
-    """Stands in for the pipeline: frame = blend of two pictures by `profile(t)`; counts frames drawn."""
+    """Stands in for `Morpher._denoise`: frame = blend of two pictures by `profile(t)`; counts frames drawn."""
 
-    def __init__(self, profile, scale=(1.0, 1.0)) -> None:
+    def __init__(self, profile, scale=(1.0, 1.0), pictures=PICTURES) -> None:
         self.profile = profile
         self.scale = scale  # how different each segment's end picture is from its start
+        self.pictures = pictures
         self.drawn: list[tuple[int, float]] = []
 
-    def __call__(self, batch, keys, request, progress) -> list[RenderedFrame]:
-        frames = []
-        for spec in batch:
-            start, end = spec.segment, (spec.segment + 1) % len(request.prompts)
-            weight = self.profile(spec.t) * self.scale[spec.segment]
-            if spec.t == 1.0:
+    def __call__(self, points, job) -> tuple[list[Image.Image], list[bool]]:
+        images = []
+        for point in points:
+            segment, t = int(point["segment"]), float(point["t"])
+            start, end = segment, (segment + 1) % len(job.request.prompts)
+            weight = self.profile(t) * self.scale[segment]
+            if t == 1.0:
                 weight = 1.0
-            picture = (1 - weight) * PICTURES[start] + weight * PICTURES[end]
-            if spec.t == 0.0:
-                picture = PICTURES[start]
-            frames.append(RenderedFrame(spec.index, spec.t, spec.segment,
-                                        Image.fromarray(np.uint8(np.round(255 * picture)))))
-            self.drawn.append((spec.segment, spec.t))
-        progress.frames_done += len(batch)
-        return frames
+            picture = (1 - weight) * self.pictures[start] + weight * self.pictures[end]
+            if t == 0.0:
+                picture = self.pictures[start]
+            images.append(Image.fromarray(np.uint8(np.round(255 * picture))))
+            self.drawn.append((segment, t))
+        job.progress.frames_done += len(points)  # as the real denoise counts them
+        return images, [False] * len(points)
 
 
 @pytest.fixture
-def fake_morpher(tiny_model):
-    def make(profile=sharp, scale=(1.0, 1.0), cache=None) -> tuple[Morpher, FakeRenders]:
-        morpher, fake = Morpher(tiny_model, cache=cache), FakeRenders(profile, scale)
-        morpher.denoise = fake
+def fake_morpher(tiny_model, monkeypatch):
+    def make(profile=sharp, scale=(1.0, 1.0), pictures=PICTURES, cache=None) -> tuple[Morpher, FakeRenders]:
+        morpher, fake = Morpher(tiny_model, cache=cache), FakeRenders(profile, scale, pictures)
+        monkeypatch.setattr(morpher, "_denoise", fake)  # the engine's render seam, this Morpher only
         return morpher, fake
 
     return make
 
 
-SHARP = MorphRequest(prompts=("a red circle", "a blue square"), frames=12, steps=1, width=16, height=16)
+SHARP = MorphRequest(prompts=("a red circle", "a blue square"), frames=12, steps=1, size=(16, 16))
 
 
 # ---- the pure pieces ----------------------------------------------------------------------
@@ -77,7 +81,7 @@ def test_share_frames_follows_lengths_and_gives_every_segment_one() -> None:
     assert share_frames([100.0, 0.0, 1.0], 9) == [7, 1, 1]
     assert share_frames([0.0, 0.0], 5) in ([3, 2], [2, 3])
     assert sum(share_frames([0.2, 0.5, 0.31], 17)) == 17
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot cover"):
         share_frames([1.0, 1.0, 1.0], 2)
 
 
@@ -105,7 +109,7 @@ def test_select_even_picks_equal_steps_and_keeps_forced_samples() -> None:
     assert picks[0] == 0 and picks[-1] == len(positions) - 1 and 5 in picks
     steps = np.diff([positions[i] for i in picks])
     assert steps.max() <= 2 + 1e-9
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot pick 5 of 4"):
         select_even(lambda i, j: 1.0, 4, 5, forced=set())
 
 
@@ -150,14 +154,11 @@ def test_even_evens_out_a_sharp_morph_within_the_budget(fake_morpher, frames: in
 
 def test_even_gives_the_longer_segment_of_a_chain_more_frames(fake_morpher) -> None:
     # Segment 0 barely changes (10% of the way to the next picture), segment 1 changes fully.
-    morpher, _ = fake_morpher(profile=lambda t: t, scale=(1.0, 1.0))
-    PICTURES[1] = 0.9 * PICTURES[0] + 0.1 * PICTURES[2]
-    try:
-        request = replace(SHARP, prompts=("a red circle", "a green star", "a blue square"), frames=13)
-        linear = morpher.render(request).frames
-        even = morpher.render(replace(request, spacing="even"))
-    finally:
-        PICTURES[1] = RNG.random((16, 16, 3))
+    close = (PICTURES[0], 0.9 * PICTURES[0] + 0.1 * PICTURES[2], PICTURES[2])
+    morpher, _ = fake_morpher(profile=lambda t: t, scale=(1.0, 1.0), pictures=close)
+    request = replace(SHARP, prompts=("a red circle", "a green star", "a blue square"), frames=13)
+    linear = morpher.render(request).frames
+    even = morpher.render(replace(request, spacing="even"))
     assert sum(frame.segment == 0 for frame in linear) == 6
     in_first = sum(frame.segment == 0 for frame in even.frames)
     assert in_first <= 3  # the short segment keeps its keyframe and little else
@@ -175,8 +176,7 @@ def test_even_loops_back_without_repeating_the_first_frame(fake_morpher) -> None
 
 
 def test_even_on_the_tiny_model_keeps_keyframes_and_reports_cost(morpher) -> None:
-    request = MorphRequest(prompts=("a red circle", "a blue square"), seeds=(1, 9), frames=6, steps=2, width=32,
-                           height=32)
+    request = MorphRequest(prompts=("a red circle", "a blue square"), seeds=(1, 9), frames=6, steps=2, size=(32, 32))
     linear = morpher.render(request)
     steps: list = []
     even = morpher.render(replace(request, spacing="even"), on_step=steps.append)
@@ -197,3 +197,16 @@ def test_select_even_judges_picks_by_their_own_gaps_not_by_the_path() -> None:
     assert not {3, 4, 5} & set(picks)  # through the detour the steps could not be even
     steps = [np.linalg.norm(points[j] - points[i]) for i, j in zip(picks, picks[1:])]
     assert metrics.jump_ratio(steps) == pytest.approx(1.0)
+
+
+def test_even_retimes_a_direction_walk_too(fake_morpher) -> None:
+    morpher, fake = fake_morpher()
+    request = replace(SHARP, prompts=("a red circle", "a red square", "a blue square"), walk="direction",
+                      scale=(0.0, 2.0), frames=10)
+    linear = morpher.render(request).manifest["metrics"]
+    even = morpher.render(replace(request, spacing="even"))
+    assert linear["jump_ratio"] > 4 and even.manifest["metrics"]["jump_ratio"] < 1.5
+    s = [frame.point["s"] for frame in even.frames]
+    assert s[0] == 0.0 and s[-1] == 2.0 and s == sorted(s) and len(set(s)) == 10
+    assert s == pytest.approx([2 * frame.t for frame in even.frames])  # s follows the re-timed t
+    assert even.manifest["render"]["frames_rendered"] <= EVEN_BUDGET * 10

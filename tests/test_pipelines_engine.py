@@ -1,4 +1,8 @@
-"""The morph on the tiny model: keyframes equal plain renders, determinism, batching, cancel."""
+"""The engine on the tiny model: keyframes equal plain renders, determinism, batching, cancel, manifest.
+
+Walk-specific behaviour (plans, recipes, grid, direction) is in test_pipelines_walks.py,
+the request's declaration and checks in test_pipelines_request.py.
+"""
 
 from __future__ import annotations
 
@@ -9,83 +13,26 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.morph import (
-    MorphCancelled,
-    Morpher,
-    MorphRequest,
-    check_request,
-    default_batch_size,
-    draw_noise,
-    plan_frames,
-)
+from pipelines.engine import Morpher
+from pipelines.keys import draw_noise
+from pipelines.metrics import psnr
+from pipelines.render import MorphCancelled, default_batch_size
+from pipelines.request import MorphRequest
 
 STEPS = 2
 SIZE = 32
-BASE = MorphRequest(
-    prompts=("a red circle", "a blue square"), seeds=(1, 2), frames=5, steps=STEPS, width=SIZE, height=SIZE
-)
+BASE = MorphRequest(prompts=("a red circle", "a blue square"), seeds=(1, 2), frames=5, steps=STEPS, size=(SIZE, SIZE))
 
 
 def pixels(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
-def plain_render(pipe, prompt: str, seed: int, request: MorphRequest = BASE) -> np.ndarray:
-    """What a user gets from diffusers directly for one prompt and seed."""
-    output = pipe(
-        prompt=prompt,
-        generator=torch.Generator("cpu").manual_seed(seed),
-        num_inference_steps=request.steps,
-        guidance_scale=request.guidance,
-        height=request.height,
-        width=request.width,
-    )
-    return pixels(output.images[0])
+def same(a, b) -> bool:
+    return np.array_equal(pixels(a), pixels(b))
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-# ---- the plan: where frames sit --------------------------------------------------------
-
-
-@pytest.mark.parametrize("keyframes,frames,loop", [(2, 2, False), (2, 9, False), (3, 8, False), (4, 4, False),
-                                                   (2, 2, True), (3, 10, True), (3, 3, True)])
-def test_every_keyframe_appears_exactly_once(keyframes: int, frames: int, loop: bool) -> None:
-    plan = plan_frames(keyframes, frames, loop)
-    assert len(plan) == frames
-    assert [spec.index for spec in plan] == list(range(frames))
-    positions = [spec.segment + spec.t for spec in plan]
-    assert positions == sorted(positions) and len(set(positions)) == frames
-    assert [p for p in positions if p == int(p)] == [float(k) for k in range(keyframes)]
-    if loop:
-        assert positions[-1] < keyframes  # walks back towards the first prompt, never repeats it
-
-
-def test_gaps_are_shared_evenly_between_segments() -> None:
-    plan = plan_frames(3, 8, False)
-    per_segment = [sum(1 for spec in plan if spec.segment == s and spec.t < 1) for s in range(2)]
-    assert sorted(per_segment) == [3, 4]
-    assert plan_frames(2, 4, False, "ease")[1].t < 1 / 3  # eased: slow away from the keyframe
-    with pytest.raises(ValueError):
-        plan_frames(3, 2, False)
-
-
-@pytest.mark.parametrize(
-    "change,field",
-    [({"prompts": ("only one",)}, "prompts"), ({"prompts": ("a", "  ")}, "prompt"), ({"frames": 1}, "frames"),
-     ({"prompts": ("a", "b", "c"), "seeds": (1,), "frames": 2}, "frames"), ({"steps": 0}, "steps"),
-     ({"width": 30}, "width"), ({"height": 0}, "height"), ({"guidance": -1.0}, "guidance"),
-     ({"guidance": float("nan")}, "guidance"),
-     ({"interp": "cubic"}, "interp"), ({"spacing": "random"}, "spacing"), ({"seeds": (1, 2, 3)}, "seeds"),
-     ({"seeds": (-1,)}, "seed"), ({"batch_size": 0}, "batch_size")],
-)
-def test_bad_requests_name_the_bad_field(change: dict, field: str) -> None:
-    with pytest.raises(ValueError, match=field):
-        check_request(replace(BASE, **change))
-    check_request(BASE)
+# ---- keys and batches --------------------------------------------------------------------
 
 
 def test_noise_is_what_diffusers_randn_tensor_draws() -> None:
@@ -104,31 +51,39 @@ def test_default_batch_size_fits_the_device() -> None:
     assert 1 <= default_batch_size(torch.device("mps"), 768, 768) <= 2
 
 
+def test_the_size_defaults_to_the_models_own(morpher) -> None:
+    resolved = morpher.resolve(replace(BASE, size=None))
+    pipe = morpher.model.pipe
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    assert resolved.size == (side, side) and (resolved.width, resolved.height) == (side, side)
+    with pytest.raises(ValueError, match="size"):
+        replace(BASE, size=None).width  # an unresolved request has no width yet
+
+
 # ---- correctness a user can check ---------------------------------------------------------
 
 
-def test_first_and_last_frames_equal_plain_diffusers_renders(morpher) -> None:
-    request = replace(BASE, batch_size=1)
-    frames = morpher.render(request).frames
+def test_first_and_last_frames_equal_plain_diffusers_renders(morpher, plain_render) -> None:
+    frames = morpher.render(replace(BASE, batch_size=1)).frames
     pipe = morpher.model.pipe
-    assert np.array_equal(pixels(frames[0].image), plain_render(pipe, "a red circle", 1))
-    assert np.array_equal(pixels(frames[-1].image), plain_render(pipe, "a blue square", 2))
+    assert same(frames[0].image, plain_render(pipe, "a red circle", 1, BASE))
+    assert same(frames[-1].image, plain_render(pipe, "a blue square", 2, BASE))
 
 
-def test_keyframes_match_plain_renders_in_batches_and_chains(morpher) -> None:
+def test_keyframes_match_plain_renders_in_batches_and_chains(morpher, plain_render) -> None:
     request = replace(BASE, prompts=("a red circle", "a green star", "a blue square"), seeds=(1, 5, 2), frames=5,
                       batch_size=3)
     frames = morpher.render(request).frames
     pipe = morpher.model.pipe
     for index, prompt, seed in ((0, "a red circle", 1), (2, "a green star", 5), (4, "a blue square", 2)):
         assert frames[index].t in (0.0, 1.0)
-        assert psnr(pixels(frames[index].image), plain_render(pipe, prompt, seed)) >= 40
+        assert psnr(frames[index].image, plain_render(pipe, prompt, seed, request)) >= 40
 
 
 def test_same_request_twice_gives_identical_pixels(morpher) -> None:
-    first = [pixels(frame.image) for frame in morpher.render(BASE).frames]
-    second = [pixels(frame.image) for frame in Morpher(morpher.model).render(BASE).frames]
-    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    first = morpher.render(BASE).frames
+    second = Morpher(morpher.model).render(BASE).frames
+    assert all(same(a.image, b.image) for a, b in zip(first, second))
 
 
 def test_batched_equals_one_at_a_time(morpher) -> None:
@@ -142,12 +97,17 @@ def test_frames_are_yielded_as_their_batch_finishes(morpher) -> None:
     steps_seen: list = []
     iterator = morpher.frames(replace(BASE, batch_size=2), on_step=steps_seen.append)
     first = next(iterator)
-    assert first.index == 0
+    assert first.index == 0 and first.point.as_dict() == {"segment": 0, "t": 0.0} and first.caption == "t=0.000"
     assert len(steps_seen) == STEPS  # only the first batch has been denoised
     assert steps_seen[-1].batch_frames == 2 and steps_seen[-1].steps_total == STEPS
     rest = list(iterator)
     assert [frame.index for frame in [first, *rest]] == list(range(BASE.frames))
     assert len(steps_seen) == STEPS * 3 and steps_seen[-1].frames_done == 4
+
+
+def test_bad_request_fails_at_the_call_before_any_work(morpher) -> None:
+    with pytest.raises(ValueError, match="frames"):
+        morpher.frames(replace(BASE, frames=1))  # not only when the generator is first advanced
 
 
 def test_each_prompt_and_the_negative_are_encoded_once(tiny_model) -> None:
@@ -164,13 +124,13 @@ def test_each_prompt_and_the_negative_are_encoded_once(tiny_model) -> None:
 
 def test_cancel_stops_at_a_step_and_leaves_the_pipeline_usable(morpher) -> None:
     request = replace(BASE, batch_size=2)
-    reference = [pixels(frame.image) for frame in morpher.render(request).frames]
+    reference = morpher.render(request).frames
     steps: list = []
     with pytest.raises(MorphCancelled):
         list(morpher.frames(request, on_step=steps.append, should_stop=lambda: len(steps) >= 3))
     assert len(steps) == 3  # stopped at the step boundary after the third step
-    again = [pixels(frame.image) for frame in morpher.render(request).frames]
-    assert all(np.array_equal(a, b) for a, b in zip(reference, again))
+    again = morpher.render(request).frames
+    assert all(same(a.image, b.image) for a, b in zip(reference, again))
 
 
 def test_cancel_before_any_work(morpher) -> None:
@@ -183,26 +143,43 @@ def test_cancel_before_any_work(morpher) -> None:
 def test_loop_walks_back_without_repeating_the_first_frame(morpher) -> None:
     result = morpher.render(replace(BASE, frames=4, loop=True))
     assert [(frame.segment, frame.t) for frame in result.frames] == [(0, 0.0), (0, 0.5), (1, 0.0), (1, 0.5)]
-    assert not np.array_equal(pixels(result.frames[-1].image), pixels(result.frames[0].image))
+    assert not same(result.frames[-1].image, result.frames[0].image)
     assert result.manifest["loop"] is True
+    assert [(record["from"], record["to"]) for record in result.manifest["frames"]] == [(0, 1), (0, 1), (1, 0), (1, 0)]
 
 
 def test_interp_and_seeds_change_the_in_between_frames(morpher) -> None:
     request = replace(BASE, frames=3, seeds=(1, 2))
     slerped = morpher.render(request).frames
     lerped = morpher.render(replace(request, interp="lerp")).frames
-    assert np.array_equal(pixels(slerped[0].image), pixels(lerped[0].image))
-    assert not np.array_equal(pixels(slerped[1].image), pixels(lerped[1].image))
+    assert same(slerped[0].image, lerped[0].image)
+    assert not same(slerped[1].image, lerped[1].image)
+    noise_lerped = morpher.render(replace(request, noise_interp="lerp")).frames
+    assert same(slerped[2].image, noise_lerped[2].image) and not same(slerped[1].image, noise_lerped[1].image)
     one_seed = morpher.render(replace(request, seeds=(1,))).frames
-    assert np.array_equal(pixels(one_seed[0].image), pixels(slerped[0].image))
-    assert not np.array_equal(pixels(one_seed[2].image), pixels(slerped[2].image))
+    assert same(one_seed[0].image, slerped[0].image)
+    assert not same(one_seed[2].image, slerped[2].image)
 
 
-def test_no_guidance_skips_the_negative_prompt(morpher) -> None:
-    result = morpher.render(replace(BASE, guidance=1.0, frames=3))
+def test_the_walk_mixes_noise_and_embeddings_of_the_keys(morpher, denoise_calls) -> None:
+    request = replace(BASE, frames=3, batch_size=3, interp="lerp", noise_interp="lerp")
+    morpher.render(request)
+    (inputs,) = denoise_calls
+    shape = morpher.latent_shape(morpher.resolve(request))
+    noise = [draw_noise(seed, shape, torch.float32, torch.device("cpu")) for seed in (1, 2)]
+    torch.testing.assert_close(inputs["latents"], torch.cat([noise[0], (noise[0] + noise[1]) / 2, noise[1]]))
+    embeds = inputs["prompt_embeds"]
+    torch.testing.assert_close(embeds[1], (embeds[0] + embeds[2]) / 2)
+    negative = inputs["negative_prompt_embeds"]  # guided: one unconditional embedding, repeated
+    assert negative.shape == embeds.shape and torch.equal(negative[0], negative[2])
+
+
+def test_no_guidance_skips_the_negative_prompt(morpher, plain_render, denoise_calls) -> None:
+    request = replace(BASE, guidance=1.0, frames=3)
+    result = morpher.render(request)
     assert len(result.frames) == 3
-    assert np.array_equal(pixels(result.frames[0].image),
-                          plain_render(morpher.model.pipe, "a red circle", 1, replace(BASE, guidance=1.0)))
+    assert all("negative_prompt_embeds" not in inputs for inputs in denoise_calls)
+    assert same(result.frames[0].image, plain_render(morpher.model.pipe, "a red circle", 1, request))
 
 
 def test_even_spacing_evens_out_the_gaps(morpher) -> None:
@@ -232,13 +209,17 @@ def test_flagged_frames_are_reported(morpher, monkeypatch) -> None:
 def test_manifest_records_the_request_and_is_json(morpher) -> None:
     result = morpher.render(BASE)
     manifest = json.loads(json.dumps(result.manifest))
-    for key in ("prompts", "seeds", "t", "model", "scheduler", "steps", "guidance", "size", "interp", "spacing",
-                "loop", "timings", "metrics", "frames"):
+    for key in ("walk", "prompts", "seeds", "keys", "t", "model", "scheduler", "steps", "guidance", "size", "interp",
+                "spacing", "loop", "timings", "metrics", "frames", "keyframes", "path", "render", "request"):
         assert key in manifest, key
-    assert manifest["t"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert manifest["walk"] == "chain" and manifest["t"] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert manifest["seeds"] == [1, 2] and manifest["size"] == [SIZE, SIZE]
     assert len(manifest["metrics"]["gaps"]) == BASE.frames - 1
     assert manifest["scheduler"] == "DDIMScheduler" and manifest["model"] == "tiny"
+    assert [record["t"] for record in manifest["frames"]] == manifest["t"]
+    assert [entry["index"] for entry in manifest["keyframes"]] == [0, 4]
+    # a chain between two keys of equal norm stays on the sphere: slerp keeps the noise's norm
+    assert manifest["path"]["noise_norm"][2] == pytest.approx(1.0, abs=0.05)
 
 
 # ---- SDXL: a second text encoder and pooled embeddings ------------------------------------
@@ -253,19 +234,15 @@ def sdxl_morpher(tmp_path_factory):
     return Morpher(LoadedModel(pipe, "tiny-sdxl", torch.device("cpu"), torch.float32))
 
 
-def test_sdxl_keyframes_equal_plain_renders_and_pooled_embeds_are_walked(sdxl_morpher) -> None:
-    walked = []
-    original = sdxl_morpher.walk
-    sdxl_morpher.walk = lambda *args: walked.append(original(*args)) or walked[-1]
-    try:
-        frames = sdxl_morpher.render(replace(BASE, frames=3, batch_size=3)).frames
-    finally:
-        del sdxl_morpher.walk
+def test_sdxl_keyframes_equal_plain_renders_and_pooled_embeds_are_walked(sdxl_morpher, plain_render,
+                                                                          denoise_calls) -> None:
+    request = replace(BASE, frames=3, batch_size=3)
+    frames = sdxl_morpher.render(request).frames
     pipe = sdxl_morpher.model.pipe
-    assert psnr(pixels(frames[0].image), plain_render(pipe, "a red circle", 1)) >= 40
-    assert psnr(pixels(frames[-1].image), plain_render(pipe, "a blue square", 2)) >= 40
-    pooled = walked[0]["pooled_prompt_embeds"]
-    assert pooled.shape[0] == 3 and "negative_pooled_prompt_embeds" in walked[0]
+    assert psnr(frames[0].image, plain_render(pipe, "a red circle", 1, request)) >= 40
+    assert psnr(frames[-1].image, plain_render(pipe, "a blue square", 2, request)) >= 40
+    pooled = denoise_calls[0]["pooled_prompt_embeds"]
+    assert pooled.shape[0] == 3 and "negative_pooled_prompt_embeds" in denoise_calls[0]
     assert not torch.equal(pooled[1], pooled[0]) and not torch.equal(pooled[1], pooled[2])
-    single = sdxl_morpher.render(replace(BASE, frames=3, batch_size=1)).frames
-    assert np.array_equal(pixels(single[0].image), plain_render(pipe, "a red circle", 1))
+    single = sdxl_morpher.render(replace(request, batch_size=1)).frames
+    assert same(single[0].image, plain_render(pipe, "a red circle", 1, request))
