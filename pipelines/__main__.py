@@ -125,12 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     outputs = [Path(path) for path in (args.out or ([] if args.manifest else [DEFAULT_OUT]))]
     # Everything that can be checked without a model is checked first: bad input costs nothing.
+    from pipelines.keys import keys_for
     from pipelines.request import check_request
     from pipelines.walks import get_walk
 
     try:
         request = request_from_args(args)
         check_request(request)
+        # pictures are read and checked now (their fit to the render size comes later)
+        keys_for(request.prompts, request.seeds, request.size or (64, 64))
         walk = get_walk(request.walk)
         formats = [(path, format_for(path, walk.still)) for path in outputs]
     except ValueError as error:

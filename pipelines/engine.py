@@ -30,6 +30,8 @@ from pipelines.render import (
 )
 from pipelines.request import MorphRequest, check_request
 from pipelines.spacing import RenderStats, even_frames
+from pipelines.inversion import InversionCache
+from pipelines.recipes import weights
 from pipelines.walks import Point, PathWalk, Walk, blends, describe, get_walk, nearest_key
 
 
@@ -69,6 +71,14 @@ class Morpher:
         self.text = TextEncoder(model.pipe)
         self.last_stats: tuple[MorphRequest, RenderStats] | None = None  # of the last finished morph
         self._fingerprint: str | None = None
+        folder = getattr(cache, "folder", None)
+        self.inversions = InversionCache(self.fingerprint, folder.parent / "inversions" if folder else None)
+
+    def fingerprint(self) -> str:
+        """A short hash of the model's weights (computed once)."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model.pipe)
+        return self._fingerprint
 
     # ------------------------------------------------------------ entry points
     def resolve(self, request: MorphRequest) -> MorphRequest:
@@ -79,6 +89,10 @@ class Morpher:
             side = pipe.unet.config.sample_size * pipe.vae_scale_factor
             request = replace(request, size=(side, side))
         return request
+
+    def keys(self, request: MorphRequest) -> list:
+        """The keys of a resolved request; pictures are read and checked here (PictureError, a ValueError)."""
+        return keys_for(request.prompts, request.seeds, request.size)
 
     def frames(
         self,
@@ -94,6 +108,7 @@ class Morpher:
         `timings`, when given, receives the stages' seconds for the manifest.
         """
         request = self.resolve(request)
+        self.keys(request)  # a bad picture fails here, at the call, before any work
         return self._frames(request, on_step, should_stop, {} if timings is None else timings)
 
     def render(
@@ -114,8 +129,10 @@ class Morpher:
         """The JSON-ready record of a morph (see manifest.py)."""
         request = self.resolve(request)
         stats = self.last_stats[1] if self.last_stats is not None and self.last_stats[0] == request else None
-        job = self.start_job(request, get_walk(request.walk), None, None)  # prompts come from the text cache
-        return manifests.build(self.model, request, frames, timings, stats, job.encoded)
+        job = self.start_job(request, get_walk(request.walk))  # prompts and pictures come from the caches
+        record = manifests.build(self.model, request, frames, timings, stats, job.encoded, job.keys)
+        manifests.add_reconstruction(record, self.model.pipe, job.keys, frames, job.walk, request)
+        return record
 
     # ------------------------------------------------------------ the stages
     def _frames(
@@ -151,13 +168,15 @@ class Morpher:
 
     def start_job(self, request: MorphRequest, walk: Walk, on_step=None, should_stop=None) -> Job:
         """Encode the keys of a (resolved) request: what rendering its points needs."""
-        keys = keys_for(request.prompts, request.seeds)
+        keys = self.keys(request)
         # the negative prompt is encoded alongside the first prompt, as in a plain call
         uncond = self.text.negative(keys[0].prompt, request.guidance, request.negative_prompt)
-        context = _Context(self.text, self.latent_shape(request), self._dtype(), self.model.device)
+        progress = Progress(0, on_step, should_stop)
+        context = _Context(self.text, self.latent_shape(request), self._dtype(), self.model.device,
+                           self.model.pipe, request.steps, self.inversions, progress.check_stop)
         encoded = [key.encode(context) for key in keys]
         batch_size = request.batch_size or default_batch_size(self.model.device, request.width, request.height)
-        return Job(request, walk, keys, encoded, uncond, batch_size, Progress(0, on_step, should_stop), RenderStats())
+        return Job(request, walk, keys, encoded, uncond, batch_size, progress, RenderStats())
 
     def render_points(self, points: list[Point], job: Job) -> Iterator[RenderedFrame]:
         """Frames for `points`, in their order: from the cache when there, else denoised in batches."""
@@ -190,17 +209,33 @@ class Morpher:
     def _frame(self, index: int, point: Point, job: Job, image, nsfw: bool) -> RenderedFrame:
         return RenderedFrame(index, point, image, nsfw, job.walk.caption(point))
 
+    def guidance_at(self, point: Point, job: Job) -> float:
+        """A point's guidance: its keys' guidance mixed by their weights (a picture key renders at 1)."""
+        mixed = weights(job.walk.recipe(point, job.request))
+        return float(sum(share * job.keys[index].guidance(job.request.guidance) for index, share in mixed.items()))
+
     def _denoise(self, points: list[Point], job: Job) -> tuple[list, list[bool]]:
+        """Denoise a batch; points that need another guidance scale go in their own pipeline call."""
+        scales = [self.guidance_at(point, job) for point in points]
+        images: list = [None] * len(points)
+        flagged: list[bool] = [False] * len(points)
+        for scale in dict.fromkeys(scales):
+            group = [index for index, value in enumerate(scales) if value == scale]
+            got, flags = self._denoise_group([points[index] for index in group], scale, job)
+            for index, image, flag in zip(group, got, flags):
+                images[index], flagged[index] = image, flag
+        return images, flagged
+
+    def _denoise_group(self, points: list[Point], guidance: float, job: Job) -> tuple[list, list[bool]]:
         request = job.request
         inputs = job.walk.mix(job.encoded, points, request)
-        if job.uncond is not None:
+        if job.uncond is not None and uses_guidance(self.model.pipe, guidance):
             inputs["negative_prompt_embeds"] = job.uncond.embeds.repeat(len(points), 1, 1)
             if job.uncond.pooled is not None:
                 inputs["negative_pooled_prompt_embeds"] = job.uncond.pooled.repeat(len(points), 1)
         seeds = [job.keys[nearest_key(job.walk.recipe(point, request))].seed for point in points]
         generators = step_generators(seeds, self.latent_shape(request), self._dtype())
-        return denoise(self.model.pipe, inputs, generators, request.steps, request.guidance, request.size,
-                       job.progress)
+        return denoise(self.model.pipe, inputs, generators, request.steps, guidance, request.size, job.progress)
 
     # ------------------------------------------------------------ identity of a frame
     def frame_fields(self, point: Point, job: Job) -> dict:
@@ -211,14 +246,13 @@ class Morpher:
         the same mixture share one entry.
         """
         pipe, request = self.model.pipe, job.request
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(pipe)
         recipe = job.walk.recipe(point, request)
         mixes = blends(recipe)
-        guided = uses_guidance(pipe, request.guidance)
+        scale = self.guidance_at(point, job)  # the request's, or nearer 1 towards a picture key
+        guided = uses_guidance(pipe, scale)
         return {
             "model": self.model.name,
-            "weights": self._fingerprint,
+            "weights": self.fingerprint(),
             "pipeline": type(pipe).__name__,
             "point": describe(recipe, [key.digest() for key in job.keys], [key.text_digest() for key in job.keys]),
             "interp": request.interp if mixes else None,
@@ -226,7 +260,7 @@ class Morpher:
             "negative_prompt": request.negative_prompt if guided else None,
             "guided": guided,
             "steps": request.steps,
-            "guidance": float(request.guidance) if guided else None,
+            "guidance": scale if guided else None,
             "size": list(request.size),
             "scheduler": type(pipe.scheduler).__name__,
             "scheduler_config": dict(pipe.scheduler.config),
@@ -258,3 +292,7 @@ class _Context:
     shape: tuple[int, int, int, int]
     dtype: torch.dtype
     device: torch.device
+    pipe: object
+    steps: int
+    inversions: InversionCache
+    check_stop: Callable[[], None]

@@ -1,10 +1,12 @@
 """Keys: what a keyframe is made of, encoded once into (noise latent, prompt embedding).
 
-A key today is a prompt and a seed. Encoding it gives the noise latent that
-diffusers' `randn_tensor` draws from `torch.Generator("cpu").manual_seed(seed)` and
-the embeddings of `pipe.encode_prompt`, so a key rendered alone is exactly the plain
-pipeline's picture for that prompt and seed. A new kind of key is one class here
-with `digest()`, `text_digest()`, `seed` and `encode()`.
+A key is a prompt and a seed, or a picture (`image:PATH`, optionally `image:PATH|a prompt
+describing it`). A prompt key's noise is what diffusers' `randn_tensor` draws from
+`torch.Generator("cpu").manual_seed(seed)` and its embeddings come from
+`pipe.encode_prompt`, so rendered alone it is exactly the plain pipeline's picture. A
+picture key's noise is the picture inverted (inversion.py), so rendered alone at
+guidance 1 it gives the picture back. A new kind of key is one class here with
+`digest()`, `text_digest()`, `describe()`, `seed`, `guidance()` and `encode()`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+
+from pipelines.pictures import Picture, read_picture
+
+# Bumped when inversion changes, so cached frames and latents of picture keys are not reused.
+INVERSION_VERSION = 1
 
 # Encoded prompts kept across requests (a re-render with other frames re-encodes nothing).
 TEXT_CACHE_SIZE = 64
@@ -98,6 +105,10 @@ class EncodeContext(Protocol):
     shape: tuple[int, int, int, int]  # one frame's latent
     dtype: torch.dtype
     device: torch.device
+    pipe: Any
+    steps: int  # the render's steps: an inversion walks back over the same ones
+    inversions: Any  # InversionCache: inverted latents by key digest
+    check_stop: Any  # raises when the caller asked to stop
 
 
 @dataclass(frozen=True)
@@ -119,13 +130,62 @@ class PromptKey:
         """The key as the manifest lists it."""
         return {"kind": "prompt", "prompt": self.prompt, "seed": self.seed}
 
+    def guidance(self, requested: float) -> float:
+        """The guidance this key renders at: the request's."""
+        return requested
+
     def encode(self, context: EncodeContext) -> EncodedKey:
         noise = draw_noise(self.seed, context.shape, context.dtype, context.device)
         embeds, _ = context.text.encode(self.prompt, False, None)
         return EncodedKey(noise=noise, text=embeds)
 
 
-def keys_for(prompts: tuple[str, ...], seeds: tuple[int, ...]) -> list[PromptKey]:
+IMAGE_PREFIX = "image:"
+
+
+@dataclass(frozen=True)
+class ImageKey:
+    """A keyframe made of a picture (and an optional prompt describing it), by inversion."""
+
+    picture: Picture
+    prompt: str = ""
+    seed: int = 0  # only drives a stochastic sampler's extra noise near this key
+
+    def digest(self) -> dict:
+        """Identity by pixels (not file name), its prompt and how it is inverted."""
+        return {"image": self.picture.digest, "prompt": self.prompt, "inversion": INVERSION_VERSION}
+
+    def text_digest(self) -> dict:
+        return {"prompt": self.prompt}
+
+    def describe(self) -> dict:
+        return {"kind": "image", "prompt": self.prompt, **self.picture.record}
+
+    def guidance(self, requested: float) -> float:
+        """Guidance 1: what the inversion assumed (a higher guidance would not give the picture back)."""
+        return 1.0
+
+    def encode(self, context: EncodeContext) -> EncodedKey:
+        embeds, _ = context.text.encode(self.prompt, False, None)
+        noise = context.inversions.invert(self, embeds.embeds, context)
+        return EncodedKey(noise=noise.to(device=context.device, dtype=context.dtype), text=embeds)
+
+
+def parse_key(spec: str, seed: int, size: tuple[int, int] | None) -> PromptKey | ImageKey:
+    """'a prompt' or 'image:PATH[|a prompt]' as a key; a picture is read (and checked) at once."""
+    if not spec.startswith(IMAGE_PREFIX):
+        return PromptKey(spec, seed)
+    path, _, prompt = spec[len(IMAGE_PREFIX):].partition("|")
+    if size is None:
+        raise ValueError("a picture keyframe needs the render size: resolve the request first")
+    return ImageKey(read_picture(path.strip(), size), prompt.strip(), seed)
+
+
+def is_image_spec(spec: str) -> bool:
+    return spec.startswith(IMAGE_PREFIX)
+
+
+def keys_for(prompts: tuple[str, ...], seeds: tuple[int, ...], size: tuple[int, int] | None = None) -> list:
     """One key per keyframe; a single seed is shared by all of them."""
     per_key = list(seeds) * len(prompts) if len(seeds) == 1 else list(seeds)
-    return [PromptKey(prompt, seed) for prompt, seed in zip(prompts, per_key)]
+    return [parse_key(prompt, seed, size) for prompt, seed in zip(prompts, per_key)]

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pipelines import metrics
-from pipelines.keys import keys_for
 from pipelines.render import default_batch_size
 from pipelines.walks import Key, get_walk, mix_embeds, mix_noise
 
@@ -26,6 +25,8 @@ if TYPE_CHECKING:
     from pipelines.spacing import RenderStats
 
 MANIFEST_VERSION = 2
+# A picture key's frame within this many dB of the VAE round trip is reconstructed as well as the model can.
+RECONSTRUCTION_TOLERANCE_DB = 2.0
 # A direction frame whose prompt embedding is this far (relative) from the keys' mean norm is flagged.
 NORM_DRIFT_WARNING = 0.25
 
@@ -37,11 +38,11 @@ def build(
     timings: dict[str, float],
     stats: "RenderStats | None",
     encoded: list["EncodedKey"],
+    keys: list,
 ) -> dict:
     """The manifest of a finished (resolved) request."""
     pipe = model.pipe
     walk = get_walk(request.walk)
-    keys = keys_for(request.prompts, request.seeds)
     record: dict[str, Any] = {
         "version": MANIFEST_VERSION,
         "walk": walk.name,
@@ -134,3 +135,32 @@ def path_record(request: "MorphRequest", frames: list["RenderedFrame"], encoded:
     drifted = [frame.index for frame, norm in zip(frames, embed_norm) if abs(norm - 1.0) > NORM_DRIFT_WARNING]
     return {"noise_norm": noise_norm, "embed_norm": embed_norm, "embed_norm_drift": drifted,
             "drift_threshold": NORM_DRIFT_WARNING}
+
+
+def add_reconstruction(record: dict, pipe: Any, keys: list, frames: list["RenderedFrame"], walk: Any,
+                       request: "MorphRequest") -> None:
+    """For each picture key shown alone: how close its frame is to the picture, and to the VAE's best.
+
+    The VAE round trip (encode, decode) is the most any inversion can give back; a
+    frame within RECONSTRUCTION_TOLERANCE_DB of it is as good as this model allows.
+    """
+    from pipelines.inversion import decode_latent, encode_picture
+
+    for entry in record["keyframes"]:
+        key = keys[entry["key"]]
+        picture = getattr(key, "picture", None)
+        if picture is None:
+            continue
+        frame = frames[entry["index"]]
+        round_trip = decode_latent(pipe, encode_picture(pipe, picture.image))
+        vs_input, vs_vae = metrics.psnr(frame.image, picture.image), metrics.psnr(frame.image, round_trip)
+        best = metrics.psnr(round_trip, picture.image)
+        figures = {"psnr_vs_input_db": _db(vs_input), "psnr_vs_vae_round_trip_db": _db(vs_vae),
+                   "vae_round_trip_psnr_db": _db(best),
+                   "within_tolerance": bool(vs_input >= best - RECONSTRUCTION_TOLERANCE_DB)}
+        entry["reconstruction"] = figures
+        record["keys"][entry["key"]]["reconstruction"] = figures
+
+
+def _db(value: float) -> float | None:
+    return None if value != value else (999.0 if value == float("inf") else round(value, 2))

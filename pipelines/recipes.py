@@ -100,3 +100,16 @@ def blends(node: Node) -> bool:
     if isinstance(node, Blend):
         return True
     return isinstance(node, Shift) and blends(node.base)
+
+
+def weights(node: Node) -> dict[int, float]:
+    """How much of each key a recipe holds (blends split by t; a shift keeps its base's)."""
+    if isinstance(node, Key):
+        return {node.index: 1.0}
+    if isinstance(node, Blend):
+        mixed: dict[int, float] = {}
+        for part, share in ((node.a, 1.0 - node.t), (node.b, node.t)):
+            for index, weight in weights(part).items():
+                mixed[index] = mixed.get(index, 0.0) + share * weight
+        return mixed
+    return weights(node.base)
