@@ -23,14 +23,14 @@ import torch
 
 from pipelines import manifest as manifests
 from pipelines.cache import FrameCache, frame_key, model_fingerprint
-from pipelines.keys import EncodedKey, TextEmbeds, TextEncoder, keys_for, uses_guidance
+from pipelines.keys import EncodedKey, ImageKey, TextEmbeds, TextEncoder, keys_for, uses_guidance
 from pipelines.loading import LoadedModel
 from pipelines.render import (
     Progress, RenderedFrame, StepProgress, batched, default_batch_size, denoise, step_generators,
 )
 from pipelines.request import MorphRequest, check_request
 from pipelines.spacing import RenderStats, even_frames
-from pipelines.inversion import InversionCache
+from pipelines.inversion import InversionCache, sampler_for_inversion
 from pipelines.recipes import weights
 from pipelines.walks import Point, PathWalk, Walk, blends, describe, get_walk, nearest_key
 
@@ -142,9 +142,19 @@ class Morpher:
         should_stop: Callable[[], bool] | None,
         timings: dict[str, float],
     ) -> Iterator[RenderedFrame]:
-        # 1. Check the request (again: a generator body runs late) and pick the walk.
+        # 1. Check the request (again: a generator body runs late) and pick the walk; with
+        #    picture keys, render with the sampler their inversion undoes (the model's own if it can).
         request = self.resolve(request)
         walk = get_walk(request.walk)
+        own_sampler = self.model.pipe.scheduler
+        if any(isinstance(key, ImageKey) for key in self.keys(request)):
+            self.model.pipe.scheduler = sampler_for_inversion(self.model.pipe)
+        try:
+            yield from self._stages(request, walk, on_step, should_stop, timings)
+        finally:
+            self.model.pipe.scheduler = own_sampler
+
+    def _stages(self, request: MorphRequest, walk: Walk, on_step, should_stop, timings: dict) -> Iterator[RenderedFrame]:
         started = time.perf_counter()
         # 2. Encode each key once: noise from its seed (CPU generator, then moved), embeds via encode_prompt.
         job = self.start_job(request, walk, on_step, should_stop)

@@ -13,6 +13,7 @@ aspect ratio and resized with Lanczos. What was done is returned for the manifes
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,11 @@ def read_picture(path: Path | str, size: tuple[int, int], max_bytes: int = MAX_P
             upright = ImageOps.exif_transpose(opened)
     except PictureError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as error:  # PIL's own guard fired first, in the header
+        claimed = re.search(r"\((\d+) pixels\)", str(error))
+        amount = f"{claimed.group(1)} pixels" if claimed else "too many pixels"
+        raise PictureError(f"image {name!r} is {amount}; the limit is {MAX_PICTURE_PIXELS} pixels") from None
+    except UnidentifiedImageError:
         raise PictureError(f"image {name!r} is not a picture PIL can read (PNG, JPEG or WebP)") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise PictureError(f"image {name!r} could not be decoded ({_first_line(error)}); is it truncated?") from None
