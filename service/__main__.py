@@ -1,4 +1,4 @@
-"""`python -m service`: load the configured models, then serve the page and the `morph` API.
+"""`python -m service`: load the configured models, then serve the page and the API (`/morph`, `/grid`, `/direction`).
 
     python -m service                       # bundled model, http://127.0.0.1:7860
     python -m service --host 0.0.0.0 --port 8000 --model stabilityai/sd-turbo --model bundled

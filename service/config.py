@@ -61,7 +61,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     defaults = Limits()
     parser = argparse.ArgumentParser(
         prog="python -m service",
-        description="Serve the latent morph web page and its API (api_name='morph').",
+        description="Serve the latent morph web page and its API (endpoints /morph, /grid and /direction).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(

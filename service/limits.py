@@ -47,6 +47,8 @@ class Limits:
             raise ValueError(f"max_frames must be at least 2, got {self.max_frames}")
         if self.max_prompts < 2:
             raise ValueError(f"max_prompts must be at least 2, got {self.max_prompts}")
+        if self.max_grid_side < 2:
+            raise ValueError(f"max_grid_side must be at least 2, got {self.max_grid_side}")
         if self.max_pixels < 64:
             raise ValueError(f"max_pixels must be at least 64 (8x8), got {self.max_pixels}")
 

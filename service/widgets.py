@@ -116,6 +116,7 @@ def build_outputs(walk: str, outputs: tuple[str, ...]) -> tuple[Any, Any, Any, l
     with gr.Row():
         buttons = [gr.DownloadButton(OUTPUT_LABELS[name], visible=False, size="sm", elem_id=f"{walk}-download-{name}")
                    for name in outputs]
-    gallery = gr.Gallery(label="Frames", columns=6, height="auto", elem_id=f"{walk}-frames",
+    # not "{walk}-frames": that is the Frames slider's id
+    gallery = gr.Gallery(label="Frames", columns=6, height="auto", elem_id=f"{walk}-gallery",
                          elem_classes=["morph-frames"], interactive=False, format="png")
     return shown, gallery, status, buttons

@@ -1,7 +1,7 @@
-"""A real browser on the real page: type two prompts, Render, see the GIF. Keeps a screenshot.
+"""A real browser on the real page: one flow per tab (chain, grid, direction), cancel, a refused input.
 
 Drives Debian's Chromium (`apt-get install chromium`) through Playwright; skipped
-when either is missing. The screenshot lands in `artifacts/browser-morph.png`.
+when either is missing. Screenshots land in `artifacts/browser-<tab>.png`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+RESULT_MS = 120_000  # generous: waits for something that must happen, never a measure of speed
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
@@ -46,58 +47,113 @@ def page():
             browser.close()
 
 
-def test_type_two_prompts_render_and_see_the_gif(server: ServerProcess, page) -> None:
+def open_tab(page, server: ServerProcess, walk: str) -> None:
     page.goto(server.url, wait_until="networkidle")
-    page.get_by_label("Prompt A").fill("a red circle")
-    page.get_by_label("Prompt B").fill("a blue square")
-    page.get_by_label("Steps").first.fill("12")  # the slider's number box
-    page.get_by_label("Frames").first.fill("6")
-    page.locator("#render").click()
+    if walk != "chain":  # the chain's tab is the one shown first
+        page.locator(f"#tab-{walk}-button").click()
+    page.locator(f"#{walk}-render").wait_for(state="visible")
 
-    gif = page.locator("#morph-gif img")
-    gif.wait_for(state="visible", timeout=60_000)
+
+def fill(page, walk: str, **values: str) -> None:
+    """Type into the tab's widgets by their ids: text boxes, and sliders through their number box."""
+    for name, value in values.items():
+        box = page.locator(f"#{walk}-{name.replace('_', '-')}")
+        field = box.locator("input[type=number]") if box.locator("input[type=number]").count() else box.locator(
+            "textarea, input").first
+        field.fill(value)
+        field.press("Tab")  # a slider's number box takes its value when it loses focus
+    page.locator("h1").first.click()  # close a dropdown's open list, so it hides nothing
+
+
+def wait_for_main_picture(page, walk: str, suffix: str) -> None:
     page.wait_for_function(
-        "() => { const img = document.querySelector('#morph-gif img');"
-        " return img && img.complete && img.naturalWidth > 0 && img.src.includes('.gif'); }",
-        timeout=60_000,
+        "([selector, suffix]) => { const img = document.querySelector(selector);"
+        " return img && img.complete && img.naturalWidth > 0 && img.src.includes(suffix); }",
+        arg=[f"#{walk}-main img", suffix],
+        timeout=RESULT_MS,
     )
-    assert gif.evaluate("img => img.naturalWidth") == 64
-    assert page.locator("#morph-frames img").count() >= 6
-    assert "6 frames in" in page.locator("#morph-status").inner_text()
+
+
+def jobs_logged(server: ServerProcess, mark: int) -> list[str]:
+    """The outcome of each job the server ran since character `mark` ("done", "JobCancelled", ...)."""
+    lines = [line for line in server.log()[mark:].splitlines() if " job " in line and " after " in line]
+    return [line.split(" job ")[1].split()[0] for line in lines]
+
+
+def test_type_two_prompts_render_and_see_the_gif(server: ServerProcess, page) -> None:
+    open_tab(page, server, "chain")
+    fill(page, "chain", prompt_a="a red circle", prompt_b="a blue square", steps="12", frames="6")
+    page.locator("#chain-render").click()
+
+    wait_for_main_picture(page, "chain", ".gif")
+    assert page.locator("#chain-main img").evaluate("img => img.naturalWidth") == 64
+    assert page.locator("#chain-gallery img").count() >= 6
+    assert "6 frames in" in page.locator("#chain-status").inner_text()
     for name in ("gif", "strip", "mp4", "manifest"):
-        assert page.locator(f"#download-{name}").is_visible()
+        assert page.locator(f"#chain-download-{name}").is_visible()
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "browser-morph.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-chain.png"), full_page=True)
 
     with page.expect_download(timeout=30_000) as download_info:
-        page.locator("#download-gif").click()
+        page.locator("#chain-download-gif").click()
     saved = ARTIFACTS / "browser-morph.gif"
     download_info.value.save_as(saved)
     assert saved.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
 
 
+def test_grid_tab_renders_the_mosaic(server: ServerProcess, page) -> None:
+    open_tab(page, server, "grid")
+    fill(page, "grid", prompt_a="a red circle", prompt_b="a blue circle", prompt_c="a red square",
+         prompt_d="a blue square", grid="2x2", steps="8")
+    page.locator("#grid-render").click()
+
+    wait_for_main_picture(page, "grid", "grid.png")
+    size = page.locator("#grid-main img").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert size == [2 * 64, 2 * 64]  # 2 x 2 tiles of 64 px, no gaps
+    assert "4 frames in" in page.locator("#grid-status").inner_text()
+    for name in ("grid", "gif", "mp4", "manifest"):
+        assert page.locator(f"#grid-download-{name}").is_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-grid.png"), full_page=True)
+
+
+def test_direction_tab_renders_the_sweep(server: ServerProcess, page) -> None:
+    open_tab(page, server, "direction")
+    fill(page, "direction", prompt_a="a red circle", prompt_b="a red square", prompt_c="a blue square",
+         frames="4", scale="0 1.5", steps="8")
+    page.locator("#direction-render").click()
+
+    wait_for_main_picture(page, "direction", ".gif")
+    assert page.locator("#direction-main img").evaluate("img => img.naturalWidth") == 64
+    assert "4 frames in" in page.locator("#direction-status").inner_text()
+    assert page.locator("#direction-gallery img").count() >= 4
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-direction.png"), full_page=True)
+
+
 def test_cancel_button_stops_the_job(server: ServerProcess, page) -> None:
-    page.goto(server.url, wait_until="networkidle")
-    page.get_by_label("Prompt A").fill("a small yellow star")
-    page.get_by_label("Prompt B").fill("a large purple triangle")
-    page.get_by_label("Frames").first.fill("48")
-    page.get_by_label("Steps").first.fill("50")
+    open_tab(page, server, "chain")
+    fill(page, "chain", prompt_a="a small yellow star", prompt_b="a large purple triangle", frames="48", steps="50")
     mark = len(server.log())
-    page.locator("#render").click()
+    page.locator("#chain-render").click()
     page.wait_for_function(
-        "() => (document.querySelector('#morph-status') || {}).innerText.includes('step')", timeout=60_000
+        "() => (document.querySelector('#chain-status') || {}).innerText.includes('step')", timeout=RESULT_MS
     )
-    page.locator("#cancel").click()
-    stopped_after = server.wait_for_log("job JobCancelled", timeout_s=15, start=mark)
-    assert stopped_after is not None and stopped_after < 5, server.log()[mark:]
+    page.locator("#chain-cancel").click()
+    assert server.wait_for_log("job JobCancelled", timeout_s=RESULT_MS / 1000, start=mark) is not None, (
+        server.log()[mark:]
+    )
+    assert jobs_logged(server, mark) == ["JobCancelled"]  # it stopped; it did not run to its end
     page.wait_for_function(
-        "() => document.querySelector('#morph-status').innerText.includes('stopped')", timeout=10_000
+        "() => document.querySelector('#chain-status').innerText.includes('stopped')", timeout=RESULT_MS
     )
 
 
 def test_bad_input_shows_the_message_naming_the_limit(server: ServerProcess, page) -> None:
-    page.goto(server.url, wait_until="networkidle")
-    page.get_by_label("Prompt A").fill("a red circle")
-    page.get_by_label("Prompt B").fill("")
-    page.locator("#render").click()
-    page.get_by_text("prompt B is empty").first.wait_for(state="visible", timeout=15_000)
+    open_tab(page, server, "grid")
+    fill(page, "grid", prompt_a="a red circle", prompt_b="a blue circle", prompt_c="a red square",
+         prompt_d="a blue square", grid="2x9")
+    page.locator("#grid-render").click()
+    page.get_by_text("grid columns must be between 2 and 8 (--max-grid-side)").first.wait_for(
+        state="visible", timeout=RESULT_MS
+    )

@@ -85,26 +85,21 @@ def test_torch_is_installed_first_and_matches_requirements() -> None:
     args = dict(
         args.split("=", 1) for keyword, args in instructions if keyword == "ARG" and "=" in args
     )
-    requirements = ROOT / "requirements.txt"
-    if not requirements.exists():
-        pytest.skip("requirements.txt not written yet")
-    names = _requirement_names(requirements)
-    for package in ("gradio", "gradio-client", "diffusers", "transformers", "pillow"):
+    names = _requirement_names(ROOT / "requirements.txt")
+    for package in ("torch", "gradio", "gradio-client", "diffusers", "transformers", "pillow"):
         assert package in names, f"{package} missing from requirements.txt"
-    if "torch" in names:
-        # the torch installed first must already satisfy requirements.txt, or pip would replace it
-        specifier = SpecifierSet(names["torch"][len("torch"):].split(";")[0].strip())
-        assert args["TORCH_VERSION"] in specifier, (
-            f"Dockerfile installs torch {args['TORCH_VERSION']}, requirements.txt says {names['torch']!r}"
-        )
+    # the torch installed first must already satisfy requirements.txt, or pip would replace it
+    specifier = SpecifierSet(names["torch"][len("torch"):].split(";")[0].strip())
+    assert args["TORCH_VERSION"] in specifier, (
+        f"Dockerfile installs torch {args['TORCH_VERSION']}, requirements.txt says {names['torch']!r}"
+    )
 
 
 def test_torch_pin_matches_the_ci_script() -> None:
-    ci = ROOT / ".ci" / "run"
-    if not ci.exists():
-        pytest.skip("no .ci/run")
+    ci = ROOT / ".ci" / "run"  # tracked in the repository
     pins = set(re.findall(r"torch==([\w.+]+)", ci.read_text()))
     args = dict(args.split("=", 1) for keyword, args in _instructions() if keyword == "ARG" and "=" in args)
+    assert pins, "the CI script no longer pins torch"
     assert pins <= {args["TORCH_VERSION"]}, f"CI pins torch {pins}, the Dockerfile {args['TORCH_VERSION']}"
 
 

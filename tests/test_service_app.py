@@ -1,70 +1,41 @@
-"""The page's handler in-process with stand-in morphers: out-of-memory, deadline, several models, login.
+"""The Gradio edge in-process with stand-in morphers: errors as messages, several models, login, the page's handler.
 
-The stand-ins follow `pipelines.morph.Morpher`'s interface (frames / manifest / model)
-and draw flat colours, so these tests need no model and take a few seconds.
+The stand-in (`test_service_runner.StandInMorpher`) follows `pipelines.engine.Morpher`'s
+interface, plans with the real walks and draws flat colours, so these tests need no
+model and take a few seconds.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from gradio_client import Client  # noqa: E402
+from gradio_client.exceptions import AppError, AuthenticationError  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipelines.morph import MorphCancelled, RenderedFrame, StepProgress  # noqa: E402
-from service.app import build_demo  # noqa: E402
-from service.limits import Limits  # noqa: E402
+from service.app import ENDPOINTS, api_handler, build_demo, guarded, page_handler  # noqa: E402
+from service.form import inputs_for  # noqa: E402
+from service.jobs import JobCancelled, JobDeadline, JobOutOfMemory  # noqa: E402
+from service.limits import LimitError, Limits  # noqa: E402
+from service.runner import Runner, Update  # noqa: E402
 from service.testing import free_port  # noqa: E402
+from test_service_runner import MANY, PROMPTS, StandInMorpher, values  # noqa: E402
 
 # Gradio's queue summarises its events with pandas, which warns about its own options
 pytestmark = [
     pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
 ]
-
-
-class StandInMorpher:
-    """Flat-colour frames, one `step_s` sleep per step; honours should_stop like the engine."""
-
-    def __init__(self, name: str, step_s: float = 0.0, failures: list[BaseException] | None = None) -> None:
-        self.model = SimpleNamespace(name=name, device=torch.device("cpu"))
-        self.step_s = step_s
-        self.failures = list(failures or [])
-        self.active = 0
-        self.most_active = 0
-        self._lock = threading.Lock()
-
-    def frames(self, request, on_step=None, should_stop=None, timings=None):
-        with self._lock:
-            self.active += 1
-            self.most_active = max(self.most_active, self.active)
-        try:
-            if self.failures:
-                raise self.failures.pop(0)
-            for index in range(request.frames):
-                for step in range(1, request.steps + 1):
-                    time.sleep(self.step_s)
-                    if should_stop is not None and should_stop():
-                        raise MorphCancelled("morph cancelled")
-                    if on_step is not None:
-                        on_step(StepProgress(index, request.frames, step, request.steps))
-                shade = int(255 * index / max(1, request.frames - 1))
-                image = Image.new("RGB", (request.width, request.height), (shade, 0, 255 - shade))
-                yield RenderedFrame(index, index / max(1, request.frames - 1), 0, image)
-        finally:
-            with self._lock:
-                self.active -= 1
-
-    def manifest(self, request, frames, timings):
-        return {"prompts": list(request.prompts), "model": self.model.name, "t": [f.t for f in frames], "timings": timings}
+RESULT_S = 120.0  # generous: a wait for a result, never an assertion on time
 
 
 @pytest.fixture
@@ -73,9 +44,10 @@ def serve():
     demos = []
 
     def start(morphers, limits=Limits(), **launch):
-        demo = build_demo(morphers, limits, examples=[])
+        demo = build_demo(morphers, limits, examples={})
         port = free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=False, **launch)
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                    show_error=False, **launch)
         demos.append(demo)
         return f"http://127.0.0.1:{port}/"
 
@@ -84,16 +56,26 @@ def serve():
         demo.close()
 
 
-def call(client: Client, **overrides):
-    values = {"prompt_a": "a red circle", "prompt_b": "a blue square", "frames": 3, "steps": 2}
-    values.update(overrides)
-    return client.predict(**values, api_name="/morph")
+def wait_for(condition, timeout_s: float = RESULT_S) -> bool:
+    """True once `condition()` holds; False if it never did within the (generous) timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
 
+
+def call(client: Client, walk: str = "chain", **overrides):
+    return client.predict(**values(walk, **overrides), api_name="/" + ENDPOINTS[walk])
+
+
+# ---------------------------------------------------------------- through a live Gradio app
 
 def test_out_of_memory_gives_a_clear_error_and_the_next_job_succeeds(serve) -> None:
     stand_in = StandInMorpher("m", failures=[torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")])
     client = Client(serve({"m": stand_in}), verbose=False)
-    with pytest.raises(Exception, match="Out of memory|out of memory") as caught:
+    with pytest.raises(AppError, match="out of memory") as caught:
         call(client)
     assert "Memory was freed" in str(caught.value)
     gif, strip, mp4, manifest, frames = call(client)
@@ -101,47 +83,62 @@ def test_out_of_memory_gives_a_clear_error_and_the_next_job_succeeds(serve) -> N
 
 
 def test_deadline_stops_a_long_job_with_a_message_naming_it(serve) -> None:
-    stand_in = StandInMorpher("m", step_s=0.05)
+    gate = threading.Semaphore(0)
+    stand_in = StandInMorpher("m", gate=gate)
     client = Client(serve({"m": stand_in}, Limits(deadline_s=0.5, max_steps=500)), verbose=False)
-    began = time.monotonic()
-    with pytest.raises(Exception, match=r"0\.5 s limit per job"):
-        call(client, frames=10, steps=400)
-    assert time.monotonic() - began < 10
+    job = client.submit(**values(frames=10, steps=400), api_name="/morph")
+    # the stand-in waits at its first step; let it go on only once the deadline has passed
+    assert wait_for(lambda: stand_in.calls == 1), "the job never started"
+    time.sleep(0.6)
+    gate.release(MANY)
+    with pytest.raises(AppError, match=r"past the 0\.5 s limit per job and was stopped\. Try fewer frames"):
+        job.result(timeout=RESULT_S)
+    assert stand_in.outcome == "cancelled" and stand_in.steps_done == 0
     assert len(call(client)[4]) == 3  # and the model is free again
 
 
 def test_unexpected_errors_do_not_leak_details(serve) -> None:
     stand_in = StandInMorpher("m", failures=[KeyError("/secret/path/on/server")])
     client = Client(serve({"m": stand_in}), verbose=False)
-    with pytest.raises(Exception) as caught:
-        call(client)
+    with pytest.raises(AppError) as caught:
+        call(client, "direction")
     assert "failed on the server" in str(caught.value)
     assert "/secret/path" not in str(caught.value)
 
 
+def test_bad_values_are_refused_with_the_limits_message(serve) -> None:
+    stand_in = StandInMorpher("m")
+    client = Client(serve({"m": stand_in}, Limits(max_grid_side=4)), verbose=False)
+    with pytest.raises(AppError, match=r"grid rows must be between 2 and 4 \(--max-grid-side\); got 5"):
+        call(client, "grid", grid="5x2")
+    with pytest.raises(AppError, match=r"scale must be between -4 and 4 \(--max-scale\); got -9"):
+        call(client, "direction", scale="-9 1")
+    assert stand_in.calls == 0
+
+
 def test_one_job_at_a_time_per_model_while_models_run_side_by_side(serve) -> None:
-    first, second = StandInMorpher("first", step_s=0.03), StandInMorpher("second", step_s=0.03)
+    first, second = StandInMorpher("first"), StandInMorpher("second")
     url = serve({"first": first, "second": second})
     client = Client(url, verbose=False)
-    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/morph"]
-    model = next(parameter for parameter in info["parameters"] if parameter["parameter_name"] == "model")
-    assert set(model["python_type"]["type"].replace("'", "").strip("Literal[]").split(", ")) == {"first", "second"}
+    for endpoint in ENDPOINTS.values():
+        info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/" + endpoint]
+        model = next(parameter for parameter in info["parameters"] if parameter["parameter_name"] == "model")
+        assert set(model["python_type"]["type"].replace("'", "").strip("Literal[]").split(", ")) == {"first", "second"}
     jobs = [
-        Client(url, verbose=False).submit(
-            "a red circle", "a blue square", frames=3, steps=4, model=name, api_name="/morph"
-        )
-        for name in ("first", "first", "second", "second")
+        Client(url, verbose=False).submit(**values(walk, steps=4, model=name), api_name="/" + ENDPOINTS[walk])
+        for walk, name in (("chain", "first"), ("grid", "first"), ("direction", "second"), ("chain", "second"))
     ]
     for job in jobs:
-        assert len(job.result(timeout=60)[4]) == 3
+        assert len(job.result(timeout=RESULT_S)[4]) in (3, 6)
+    assert (first.calls, second.calls) == (2, 2)
     assert first.most_active == 1 and second.most_active == 1
-    with pytest.raises(Exception, match="model must be one of first, second"):
+    with pytest.raises(AppError, match="model must be one of first, second"):
         call(client, model="third")
 
 
 def test_login_from_the_environment_protects_page_and_api(serve) -> None:
     url = serve({"m": StandInMorpher("m")}, auth=("ann", "s3cret"))
-    with pytest.raises(Exception):
+    with pytest.raises(AuthenticationError, match="credentials were not provided"):
         Client(url, verbose=False)
     client = Client(url, auth=("ann", "s3cret"), verbose=False)
     assert len(call(client)[4]) == 3
@@ -152,3 +149,77 @@ def test_a_model_that_will_not_load_exits_with_code_2(tmp_path, capsys) -> None:
 
     assert main(["--model", str(tmp_path / "no-such-model")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the adapters, without a server
+
+def failing(error: BaseException):
+    yield Update("clear")
+    raise error
+
+
+@pytest.mark.parametrize(
+    ("error", "title", "needle"),
+    [
+        (LimitError("frames must be between 2 and 48 (--max-frames); got 49."), "Invalid input", "(--max-frames)"),
+        (ValueError("spacing 'even' needs a 1-D walk\n  details"), "Invalid input", "needs a 1-D walk"),
+        (JobDeadline("The job ran past the 5 s limit per job and was stopped."), "Time limit", "Try fewer frames"),
+        (JobOutOfMemory("CUDA out of memory"), "Out of memory", "Memory was freed"),
+        (KeyError("/secret/path"), "Error", "failed on the server"),
+    ],
+)
+def test_runner_errors_become_messages_for_visitors(error: BaseException, title: str, needle: str) -> None:
+    updates = guarded(failing(error))
+    assert next(updates).kind == "clear"
+    with pytest.raises(gr.Error) as caught:
+        next(updates)
+    assert caught.value.title == title and needle in caught.value.message
+    assert "\n" not in caught.value.message and "/secret" not in caught.value.message
+
+
+def test_a_cancelled_job_ends_quietly() -> None:
+    assert [update.kind for update in guarded(failing(JobCancelled("The job was cancelled.")))] == ["clear"]
+
+
+@pytest.mark.parametrize("walk", list(ENDPOINTS))
+def test_api_parameters_are_the_walks_inputs(walk: str) -> None:
+    runner = Runner({"m": StandInMorpher("m")}, Limits())
+    inputs = inputs_for(walk, "64x64")
+    handler = api_handler(runner, walk, [item.name for item in inputs], [item.default for item in inputs])
+    parameters = inspect.signature(handler).parameters
+    assert list(parameters) == [*(item.name for item in inputs), "progress"]
+    assert handler.__name__ == ENDPOINTS[walk]
+    assert [name for name in parameters if name.startswith("prompt_")] == list(PROMPTS[walk])
+
+
+def test_the_page_handler_shows_the_mosaic_and_one_download_per_file() -> None:
+    runner = Runner({"m": StandInMorpher("m")}, Limits())
+    inputs = inputs_for("grid", "64x64")
+    names = [item.name for item in inputs]
+    form = {**{item.name: item.default for item in inputs}, **values("grid")}
+    handler = page_handler(runner, "grid", names)(*(form[name] for name in names))
+    first = next(handler)
+    assert first[0] is None and first[1] == [] and "starting" in first[2]
+    assert all(button.visible is False for button in first[3:])
+    for shown in handler:
+        if isinstance(shown[0], str):
+            break
+    main, gallery, status, *buttons = shown
+    assert main.endswith("grid.png") and len(gallery) == 6 and "6 frames in" in status
+    with Image.open(main) as mosaic:  # still there: Gradio copies the files before it asks for more
+        assert mosaic.size == (3 * 64, 2 * 64)
+    assert [button.visible for button in buttons] == [True] * 4
+    assert [button.value["orig_name"] for button in buttons] == ["grid.png", "morph.gif", "morph.mp4",
+                                                                  "manifest.json"]
+    assert list(handler) == []
+
+
+def test_every_element_id_on_the_page_is_unique() -> None:
+    """The browser test and any page script find widgets by id: one id, one element."""
+    demo = build_demo({"m": StandInMorpher("m")}, Limits())
+    ids = [block.elem_id for block in demo.blocks.values() if getattr(block, "elem_id", None)]
+    assert len(ids) == len(set(ids)), sorted(name for name in ids if ids.count(name) > 1)
+    for walk in ENDPOINTS:
+        assert {f"{walk}-render", f"{walk}-cancel", f"{walk}-main", f"{walk}-gallery", f"{walk}-status",
+                f"{walk}-prompt-a", f"tab-{walk}"} <= set(ids)
+    assert "grid-prompt-d" in ids and "chain-more-prompts" in ids and "direction-scale" in ids

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
-from service.config import parse_auth, parse_config
+from service.config import build_parser, parse_auth, parse_config
+from service.limits import Limits
 
 
 def test_defaults_serve_loopback_on_7860_with_the_default_model() -> None:
@@ -32,6 +35,18 @@ def test_environment_then_flags() -> None:
     )
 
 
+def test_every_limit_has_a_flag_and_a_variable_including_the_new_walks() -> None:
+    config = parse_config(["--max-grid-side", "4"], environ={"LATENT_MORPH_MAX_SCALE": "2.5"})
+    assert (config.limits.max_grid_side, config.limits.max_scale) == (4, 2.5)
+    assert parse_config([], environ={}).limits == Limits()
+    help_text = build_parser({}).format_help()
+    for field in fields(Limits):
+        assert "--" + field.name.replace("_", "-") in help_text
+        assert "LATENT_MORPH_" + field.name.upper() in help_text
+    for endpoint in ("/morph", "/grid", "/direction"):  # the description names every API endpoint
+        assert endpoint in help_text
+
+
 def test_the_frame_cache_size_is_shared_with_the_cli_variable() -> None:
     assert parse_config([], environ={}).frame_cache_mb == 1024
     assert parse_config([], environ={"LATENT_MORPH_FRAME_CACHE_MB": "0"}).frame_cache_mb == 0
@@ -48,6 +63,9 @@ def test_the_frame_cache_size_is_shared_with_the_cli_variable() -> None:
         (["--device", "tpu"], {}),
         (["--frame-cache-mb", "-1"], {}),
         ([], {"LATENT_MORPH_FRAME_CACHE_MB": "nan"}),
+        (["--max-grid-side", "1"], {}),
+        (["--max-scale", "0"], {}),
+        ([], {"LATENT_MORPH_MAX_SCALE": "wide"}),
     ],
 )
 def test_bad_configuration_exits_with_code_2(argv: list[str], env: dict[str, str]) -> None:

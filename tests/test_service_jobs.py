@@ -10,6 +10,9 @@ import pytest
 from service.jobs import Done, JobCancelled, JobDeadline, JobOutOfMemory, MorphJob, Progress, Tick, is_out_of_memory
 
 
+WAIT_S = 60.0  # generous: only ever waited on for something that must happen
+
+
 class Stopped(Exception):
     pass
 
@@ -38,27 +41,64 @@ def test_events_then_done_and_on_exit_runs_in_the_worker() -> None:
     job.start()
     events = drain(job)
     assert events == [Progress(0), Progress(1), Progress(2), Done("result")]
-    assert exited.wait(2)
+    assert exited.wait(WAIT_S)
+
+
+def gated_work(gate: threading.Semaphore, done: list[int]):
+    """Work whose every step waits for a permit, so a test decides how far it gets; `done` lists its steps."""
+
+    def work(report, should_stop):
+        for step in range(1000):
+            gate.acquire()
+            if should_stop():
+                raise Stopped
+            done.append(step)
+            report(step)
+        return "result"
+
+    return work
 
 
 def test_stop_ends_the_work_at_the_next_step() -> None:
     exited = threading.Event()
-    job = MorphJob(stepping_work(1000, 0.02), deadline_s=60, on_exit=exited.set, cancelled_types=(Stopped,))
+    gate, done = threading.Semaphore(3), []
+    job = MorphJob(gated_work(gate, done), deadline_s=60, on_exit=exited.set, cancelled_types=(Stopped,))
     job.start()
     events = job.events(poll_s=0.05)
-    assert isinstance(next(e for e in events if isinstance(e, Progress)), Progress)
-    started = time.monotonic()
+    progress = [next(event for event in events if isinstance(event, Progress)) for _ in range(3)]
+    assert progress == [Progress(0), Progress(1), Progress(2)]
     job.stop()
+    gate.release(1000)  # the work could now run to its end, if the stop did not hold
     with pytest.raises(JobCancelled):
-        list(events)
-    assert exited.wait(2)
-    assert time.monotonic() - started < 1.0
+        list(events)  # only Ticks may come before the error
+    assert exited.wait(WAIT_S)
+    assert done == [0, 1, 2]  # not one step after the stop
+
+
+def test_no_progress_comes_after_a_stop() -> None:
+    gate, done = threading.Semaphore(2), []
+    job = MorphJob(gated_work(gate, done), deadline_s=60, cancelled_types=(Stopped,))
+    job.start()
+    seen = []
+    events = job.events(poll_s=0.05)
+    for event in events:
+        seen.append(event)
+        if event == Progress(1):
+            job.stop()
+            gate.release(1000)
+            break
+    with pytest.raises(JobCancelled):
+        for event in events:
+            seen.append(event)
+    assert [event for event in seen if not isinstance(event, Tick)] == [Progress(0), Progress(1)]
+    assert job.join(WAIT_S) and done == [0, 1]
 
 
 def test_closing_the_handler_generator_stops_the_job() -> None:
     """What Gradio does on Cancel / disconnect: close the generator; its finally stops the job."""
     exited = threading.Event()
-    job = MorphJob(stepping_work(1000, 0.02), deadline_s=60, on_exit=exited.set, cancelled_types=(Stopped,))
+    gate, done = threading.Semaphore(1), []
+    job = MorphJob(gated_work(gate, done), deadline_s=60, on_exit=exited.set, cancelled_types=(Stopped,))
 
     def handler():
         job.start()
@@ -69,9 +109,11 @@ def test_closing_the_handler_generator_stops_the_job() -> None:
             job.stop()
 
     generator = handler()
-    next(generator)
+    assert next(event for event in generator if isinstance(event, Progress)) == Progress(0)
     generator.close()
-    assert exited.wait(2), "the worker kept running after its handler was closed"
+    gate.release(1000)
+    assert exited.wait(WAIT_S), "the worker kept running after its handler was closed"
+    assert done == [0]
 
 
 def test_deadline_stops_the_job_with_its_own_message() -> None:

@@ -1,39 +1,65 @@
-"""The service's request checks: fast, no model, no server."""
+"""The service's request checks (`service.form.check_form` over `service.limits`): fast, no model, no server."""
 
 from __future__ import annotations
 
 import pytest
 
-from service.limits import SEED_MAX, LimitError, Limits, check_form, parse_seeds, parse_size
+from pipelines.request import MorphRequest
+from service.form import check_form, inputs_for
+from service.limits import SEED_MAX, LimitError, Limits, parse_grid, parse_scale_range, parse_seeds, parse_size
 
-LIMITS = Limits(max_frames=24, max_steps=30, max_pixels=128 * 128, max_prompt_chars=50, max_prompts=4)
+LIMITS = Limits(max_frames=24, max_steps=30, max_pixels=128 * 128, max_prompt_chars=50, max_prompts=4,
+                max_grid_side=5, max_scale=3.0)
 MODELS = ["tiny", "other"]
+PROMPTS = {
+    "chain": {"prompt_a": "a red circle", "prompt_b": "a blue square"},
+    "grid": {"prompt_a": "a red circle", "prompt_b": "a blue circle", "prompt_c": "a red square",
+             "prompt_d": "a blue square"},
+    "direction": {"prompt_a": "a red circle", "prompt_b": "a red square", "prompt_c": "a blue square"},
+}
 
 
-def form(**overrides):
-    values = {"prompt_a": "a red circle", "prompt_b": "a blue square"}
-    values.update(overrides)
-    return check_form(LIMITS, MODELS, **values)
+def form(walk: str = "chain", limits: Limits = LIMITS, **overrides):
+    return check_form(limits, MODELS, walk, **{**PROMPTS[walk], **overrides})
 
 
 def test_defaults_pass_and_map_onto_request_fields() -> None:
     checked = form(more_prompts="a green star\n\n  a yellow triangle  ", seeds="1, 2 3 4", size="128x64")
-    assert checked.prompts == ("a red circle", "a blue square", "a green star", "a yellow triangle")
-    assert checked.seeds == (1, 2, 3, 4)
-    assert (checked.width, checked.height) == (128, 64)
+    request = checked.request
+    assert isinstance(request, MorphRequest) and request.walk == "chain"
+    assert request.prompts == ("a red circle", "a blue square", "a green star", "a yellow triangle")
+    assert request.seeds == (1, 2, 3, 4)
+    assert (request.width, request.height) == (128, 64)
     assert checked.model == "tiny"
-    fields = checked.request_fields()
-    assert set(fields) == {
-        "prompts", "seeds", "frames", "steps", "guidance", "width", "height",
-        "negative_prompt", "interp", "spacing", "loop",
-    }
+    # options not sent keep the request's own defaults; the size stays the model's to decide
+    plain = form().request
+    assert plain.size is None and plain.frames == MorphRequest.__dataclass_fields__["frames"].default
+
+
+def test_each_walk_takes_its_own_prompts_and_options() -> None:
+    grid = form("grid", grid="2x4", seeds="1 2 3 4").request
+    assert (grid.walk, grid.prompts, grid.grid, grid.seeds) == (
+        "grid", ("a red circle", "a blue circle", "a red square", "a blue square"), (2, 4), (1, 2, 3, 4),
+    )
+    direction = form("direction", scale="-1 2.5", frames=5).request
+    assert (direction.walk, direction.scale, direction.frames) == ("direction", (-1.0, 2.5), 5)
+    # what an endpoint takes comes from the request's declaration, per walk
+    names = {walk: [item.name for item in inputs_for(walk)] for walk in PROMPTS}
+    assert names["chain"] == [
+        "prompt_a", "prompt_b", "more_prompts", "negative_prompt", "seeds", "frames", "steps",
+        "guidance", "size", "interp", "spacing", "fps", "loop", "model",
+    ]
+    assert "grid" in names["grid"] and "frames" not in names["grid"] and "prompt_d" in names["grid"]
+    assert "scale" in names["direction"] and "interp" not in names["direction"]
 
 
 def test_api_values_may_come_as_strings_or_numbers() -> None:
-    checked = form(frames="12", steps=4.0, guidance="7.5", seeds=5, loop="true", fps="12")
-    assert (checked.frames, checked.steps, checked.guidance, checked.seeds, checked.loop, checked.fps) == (
+    request = form(frames="12", steps=4.0, guidance="7.5", seeds=5, loop="true", fps="12").request
+    assert (request.frames, request.steps, request.guidance, request.seeds, request.loop, request.fps) == (
         12, 4, 7.5, (5,), True, 12.0,
     )
+    assert form("grid", grid=" 3 x 2 ").request.grid == (3, 2)
+    assert form("direction", scale=[0, 1]).request.scale == (0.0, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +72,7 @@ def test_api_values_may_come_as_strings_or_numbers() -> None:
         ({"prompt_a": "x" * 51}, "limit is 50 characters (--max-prompt-chars)"),
         ({"negative_prompt": "y" * 60}, "negative prompt is 60 characters"),
         ({"more_prompts": "c\nd\ne"}, "at most 4 prompts (--max-prompts); got 5"),
+        ({"more_prompts": 7}, "more_prompts must be text with one prompt per line"),
         ({"frames": 25}, "frames must be between 2 and 24 (--max-frames); got 25"),
         ({"frames": 1}, "frames must be between 2 and 24"),
         ({"frames": 2.5}, "frames must be a whole number"),
@@ -72,6 +99,9 @@ def test_api_values_may_come_as_strings_or_numbers() -> None:
         ({"spacing": "random"}, "spacing must be one of linear, ease, even"),
         ({"loop": "maybe"}, "loop must be true or false"),
         ({"model": "/root/secret.safetensors"}, "model must be one of tiny, other"),
+        ({"grid": "3x3"}, "unknown parameter 'grid' for the chain walk"),
+        ({"prompt_c": "a green star"}, "unknown parameter 'prompt_c' for the chain walk"),
+        ({"batch_size": 64}, "unknown parameter 'batch_size'"),  # not offered by the service
     ],
 )
 def test_bad_values_are_refused_with_a_message_naming_them(overrides: dict, needle: str) -> None:
@@ -80,12 +110,85 @@ def test_bad_values_are_refused_with_a_message_naming_them(overrides: dict, need
     assert needle in str(caught.value)
 
 
-def test_seed_and_size_parsers_accept_the_usual_spellings() -> None:
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"grid": "9x3"}, "grid rows must be between 2 and 5 (--max-grid-side); got 9"),
+        ({"grid": "3x6"}, "grid columns must be between 2 and 5 (--max-grid-side); got 6"),
+        ({"grid": "1x3"}, "grid rows must be between 2 and 5"),
+        ({"grid": "3"}, "grid must look like 3x3 (rows x columns)"),
+        ({"grid": 9}, "grid must look like 3x3"),
+        ({"prompt_d": ""}, "prompt D is empty: every prompt of the grid walk needs some text"),
+        ({"prompt_d": None}, "prompt D is empty"),
+        ({"more_prompts": "a green star"}, "unknown parameter 'more_prompts' for the grid walk"),
+        ({"frames": 9}, "unknown parameter 'frames' for the grid walk"),
+        ({"scale": "0 1"}, "unknown parameter 'scale' for the grid walk"),
+        ({"loop": True}, "unknown parameter 'loop' for the grid walk"),
+        ({"seeds": "1 2"}, "one seed for all prompts or one per prompt (4); got 2"),
+        # spacing re-times a path; the service offers it for chains and directions only
+        ({"spacing": "even"}, "unknown parameter 'spacing' for the grid walk"),
+    ],
+)
+def test_bad_grid_values_are_refused(overrides: dict, needle: str) -> None:
+    with pytest.raises(LimitError) as caught:
+        form("grid", **overrides)
+    assert needle in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"scale": "0 4"}, "scale must be between -3 and 3 (--max-scale); got 4"),
+        ({"scale": "-3.5 1"}, "scale must be between -3 and 3 (--max-scale); got -3.5"),
+        ({"scale": "1 1"}, "scale start and end must differ"),
+        ({"scale": "1"}, "scale must be two numbers, start and end"),
+        ({"scale": "0 1 2"}, "scale must be two numbers"),
+        ({"scale": "0 nan"}, "scale must be a number between -3 and 3"),
+        ({"scale": "big small"}, "scale must be two numbers"),
+        ({"prompt_c": " "}, "prompt C is empty: every prompt of the direction walk needs some text"),
+        ({"prompt_d": "a green star"}, "unknown parameter 'prompt_d' for the direction walk"),
+        ({"interp": "lerp"}, "unknown parameter 'interp' for the direction walk"),
+        ({"frames": 2, "scale": "0 1"}, None),  # two frames are enough for a direction: accepted
+        ({"frames": 25}, "frames must be between 2 and 24 (--max-frames); got 25"),
+    ],
+)
+def test_bad_direction_values_are_refused(overrides: dict, needle: str | None) -> None:
+    if needle is None:
+        assert form("direction", **overrides).request.frames == overrides["frames"]
+        return
+    with pytest.raises(LimitError) as caught:
+        form("direction", **overrides)
+    assert needle in str(caught.value)
+
+
+def test_a_grid_needs_its_four_prompts_even_when_chains_are_capped_lower() -> None:
+    """--max-prompts caps the chain's prompts; a grid always has four, a direction three."""
+    capped = Limits(max_prompts=2)
+    assert len(form("grid", limits=capped).request.prompts) == 4
+    assert len(form("direction", limits=capped).request.prompts) == 3
+    with pytest.raises(LimitError, match=r"at most 2 prompts \(--max-prompts\); got 3"):
+        form(limits=capped, more_prompts="a green star")
+
+
+def test_an_unknown_walk_is_refused() -> None:
+    with pytest.raises(ValueError, match="walk must be one of chain, grid, direction"):
+        check_form(LIMITS, MODELS, "spiral", prompt_a="a", prompt_b="b")
+
+
+def test_no_model_configured_is_refused() -> None:
+    with pytest.raises(LimitError, match="No model is configured"):
+        check_form(LIMITS, [], "chain", **PROMPTS["chain"])
+
+
+def test_parsers_accept_the_usual_spellings() -> None:
     assert parse_seeds("1,2", 2) == (1, 2)
     assert parse_seeds([3, "4"], 2) == (3, 4)
     assert parse_seeds(SEED_MAX, 2) == (SEED_MAX,)
     assert parse_size(" 64 x 128 ", LIMITS) == (64, 128)
     assert parse_size("64X64", LIMITS) == (64, 64)
+    assert parse_grid("2×5", LIMITS) == (2, 5)
+    assert parse_scale_range("-1, 2", LIMITS) == (-1.0, 2.0)
+    assert parse_scale_range("1.5 -3", LIMITS) == (1.5, -3.0)  # a sweep may run backwards
 
 
 def test_limits_themselves_are_checked() -> None:
@@ -93,4 +196,8 @@ def test_limits_themselves_are_checked() -> None:
         Limits(max_frames=0)
     with pytest.raises(ValueError, match="max_prompts must be at least 2"):
         Limits(max_prompts=1)
+    with pytest.raises(ValueError, match="max_scale must be positive"):
+        Limits(max_scale=0)
+    with pytest.raises(ValueError, match="max_grid_side must be at least 2"):
+        Limits(max_grid_side=1)
     assert Limits(max_pixels=128 * 128).sizes() == ["64x64", "128x128"]
