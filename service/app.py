@@ -14,6 +14,7 @@ import html
 import inspect
 import json
 import logging
+from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -207,7 +208,9 @@ def build_demo(
     `examples` are prompts per walk shown under each tab (default: the bundled model's
     shapes); results leave Gradio's cache `cache_s` seconds after they were made.
     """
-    runner = Runner(morphers, limits)
+    from gradio.utils import get_upload_folder
+
+    runner = Runner(morphers, limits, uploads=Path(get_upload_folder()))
     default_size = widgets.native_size(next(iter(morphers.values())), limits)
     chosen = EXAMPLES if examples is None else examples
     with gr.Blocks(title=TITLE, delete_cache=(min(600, cache_s), cache_s)) as demo:

@@ -32,7 +32,7 @@ class ServiceConfig:
     device: str = "auto"
     limits: Limits = Limits()
     auth: tuple[str, str] | None = None
-    max_file_size: str = "1mb"  # uploads; the page itself uploads nothing
+    max_file_size: str = "10mb"  # one uploaded keyframe picture, at most
     cache_minutes: int = 60  # results are deleted from Gradio's cache after this long
     frame_cache_mb: float = DEFAULT_FRAME_CACHE_MB  # rendered frames kept on disk (shared with the CLI); 0 = memory only
 
@@ -109,7 +109,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         )
     parser.add_argument(
         "--max-file-size",
-        default=_env(env, ENV_PREFIX + "MAX_FILE_SIZE") or "1mb",
+        default=_env(env, ENV_PREFIX + "MAX_FILE_SIZE") or "10mb",
         help=f"largest upload Gradio accepts ({ENV_PREFIX}MAX_FILE_SIZE)",
     )
     parser.add_argument(

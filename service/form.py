@@ -10,8 +10,11 @@ widgets, the API's parameter names and defaults, and `check_form` all read
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from pipelines.keys import IMAGE_PREFIX, is_image_spec
+from pipelines.pictures import MAX_PICTURE_BYTES, PictureError, read_picture
 from pipelines.request import MorphRequest, Option, default_of, format_value, options, walk_reads
 from pipelines.walks import Walk, get_walk
 from service.limits import (
@@ -28,7 +31,13 @@ class Input:
     name: str
     label: str
     default: Any
-    option: Option | None = None  # None for prompts and the model
+    option: Option | None = None  # None for prompts, pictures and the model
+    picture_of: str | None = None  # a key slot's picture: the slot it belongs to
+
+
+def picture_name(slot: str) -> str:
+    """The picture input of a key slot: prompt_a -> image_a."""
+    return slot.replace("prompt_", "image_")
 
 
 def inputs_for(walk: Walk | str, default_size: str = "") -> list[Input]:
@@ -42,6 +51,9 @@ def inputs_for(walk: Walk | str, default_size: str = "") -> list[Input]:
             default = default_size if name == "size" else format_value(default_of(name))
             inputs.append(Input(name, spec.label, default, spec))
     inputs.append(Input("model", "Model", None))
+    # pictures come last, so the positional order of older parameters never changes
+    inputs += [Input(picture_name(slot.name), slot.label.replace("Prompt", "Picture"), None, picture_of=slot.name)
+               for slot in walk.slots]
     return inputs
 
 
@@ -53,19 +65,22 @@ class CheckedForm:
     model: str
 
 
-def check_form(limits: Limits, models: list[str] | tuple[str, ...], walk: str = "chain", **values: Any) -> CheckedForm:
+def check_form(limits: Limits, models: list[str] | tuple[str, ...], walk: str = "chain",
+               uploads: Path | None = None, **values: Any) -> CheckedForm:
     """Check every value of one request against `limits`; raise LimitError on the first bad one.
 
     `values` are keyword arguments named as `inputs_for(walk)` names them; missing
     ones take their defaults. `models` is the allow-list configured at launch;
-    `model=None` picks the first. Cheap and side-effect free: it runs before any model work.
+    `model=None` picks the first. A key slot's picture (`image_a`, ...) must be a file
+    inside `uploads` (Gradio's upload folder): the service never reads a path a visitor
+    typed. Cheap and side-effect free: it runs before any model work.
     """
     chosen = get_walk(walk)
     known = {item.name for item in inputs_for(chosen)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise LimitError(f"unknown parameter {unknown[0]!r} for the {chosen.name} walk.")
-    prompts = _prompts(chosen, values, limits)
+    prompts = _prompts(chosen, values, limits, uploads)
     fields: dict[str, Any] = {"walk": chosen.name}
     for name, spec in options().items():
         if spec.api and walk_reads(chosen.name, name) and name in values:
@@ -89,20 +104,49 @@ def check_form(limits: Limits, models: list[str] | tuple[str, ...], walk: str = 
     return CheckedForm(request, model)
 
 
-def _prompts(walk: Walk, values: dict[str, Any], limits: Limits) -> list[str]:
+def _prompts(walk: Walk, values: dict[str, Any], limits: Limits, uploads: Path | None) -> list[str]:
+    """The keys as the engine takes them: prompts, or `image:PATH|prompt` for an uploaded picture."""
     raw = [values.get(slot.name) for slot in walk.slots]
+    pictures = [values.get(picture_name(slot.name)) for slot in walk.slots]
     if walk.more_keys:
-        raw += _more_prompts(values.get(MORE_PROMPTS, ""))
+        extra = _more_prompts(values.get(MORE_PROMPTS, ""))
+        raw, pictures = raw + extra, pictures + [None] * len(extra)
     if walk.more_keys and len(raw) > limits.max_prompts:  # other walks take a fixed number of prompts
         raise LimitError(f"A chain has at most {limits.max_prompts} prompts (--max-prompts); got {len(raw)}.")
-    prompts = []
-    for index, item in enumerate(raw):
+    keys = []
+    for index, (item, picture) in enumerate(zip(raw, pictures)):
         name = f"prompt {chr(ord('A') + index)}"
         text = _text(name, item, limits.max_prompt_chars)
-        if not text:
-            raise LimitError(f"{name} is empty: every prompt of the {walk.name} walk needs some text.")
-        prompts.append(text)
-    return prompts
+        if is_image_spec(text):
+            raise LimitError(f"{name}: pictures are uploaded, not typed as image:PATH.")
+        path = _uploaded(picture, f"picture {chr(ord('A') + index)}", uploads)
+        if path is not None:
+            keys.append(f"{IMAGE_PREFIX}{path}|{text}")  # the prompt, if any, describes the picture
+        elif text:
+            keys.append(text)
+        else:
+            raise LimitError(f"{name} is empty: every keyframe of the {walk.name} walk needs a prompt or a picture.")
+    return keys
+
+
+def _uploaded(value: Any, name: str, uploads: Path | None) -> str | None:
+    """The path of an uploaded picture (a Gradio file payload or its path), checked; None when absent."""
+    if value in (None, ""):
+        return None
+    path = value.get("path") if isinstance(value, dict) else value
+    if not isinstance(path, str) or not path:
+        raise LimitError(f"{name} must be an uploaded picture file; got {type(value).__name__}.")
+    resolved = Path(path).resolve()
+    if uploads is None or not resolved.is_relative_to(Path(uploads).resolve()):
+        raise LimitError(f"{name}: only pictures uploaded to this server are read.")
+    if "|" in resolved.name:
+        raise LimitError(f"{name}: the file name may not contain '|'; rename the file.")
+    try:
+        read_picture(resolved, (64, 64), max_bytes=MAX_PICTURE_BYTES)
+    except PictureError as error:
+        raise LimitError(f"{name}: {error}.") from None
+    return str(resolved)
+
 
 
 def _more_prompts(value: Any) -> list[Any]:

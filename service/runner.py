@@ -126,11 +126,13 @@ def _frame_or_done(event: Any) -> bool:
 class Runner:
     """The models on offer (an allow-list fixed at launch) and the procedure that runs a morph."""
 
-    def __init__(self, morphers: Mapping[str, "Morpher"], limits: Limits) -> None:
+    def __init__(self, morphers: Mapping[str, "Morpher"], limits: Limits, uploads: Path | None = None) -> None:
+        """`uploads` is the only folder pictures are read from (Gradio's upload folder)."""
         if not morphers:
             raise ValueError("at least one model is needed")
         self.morphers = dict(morphers)
         self.limits = limits
+        self.uploads = uploads
         # one job at a time per model; released by the worker when the job has really ended
         self._slots = {name: threading.BoundedSemaphore(1) for name in self.morphers}
 
@@ -144,7 +146,7 @@ class Runner:
         from pipelines.walks import get_walk
 
         # 1. check everything before any work
-        form = check_form(self.limits, self.model_names, walk, **values)
+        form = check_form(self.limits, self.model_names, walk, uploads=self.uploads, **values)
         morpher = self.morphers[form.model]
         request = morpher.resolve(form.request)  # the model's own size when none was asked for
         if request.width * request.height > self.limits.max_pixels:

@@ -79,10 +79,22 @@ def build_inputs(inputs: list[Input], limits: Limits, models: list[str], walk: s
     """The widgets of one tab, in the order of `inputs` (the handlers' argument order)."""
     made: dict[str, Any] = {}
     advanced = [item for item in inputs if item.option is not None and item.option.advanced]
+    pictures = {item.picture_of: item for item in inputs if item.picture_of}
     for item in inputs:
+        if item.picture_of:
+            continue  # made beside its prompt
         if item.option is None and item.name not in (MORE_PROMPTS, "model"):
-            made[item.name] = gr.Textbox(label=item.label, placeholder=PLACEHOLDERS.get(item.name), max_lines=2,
-                                         elem_id=f"{walk}-{item.name.replace('_', '-')}")
+            with gr.Row(equal_height=True):
+                made[item.name] = gr.Textbox(
+                    label=item.label, placeholder=PLACEHOLDERS.get(item.name), max_lines=2, scale=3,
+                    elem_id=f"{walk}-{item.name.replace('_', '-')}",
+                    info="Or upload a picture: then this text, if any, describes it.",
+                )
+                picture = pictures[item.name]
+                made[picture.name] = gr.Image(
+                    label=picture.label, type="filepath", sources=["upload"], height=110, scale=1,
+                    elem_id=f"{walk}-{picture.name.replace('_', '-')}", show_label=True,
+                )
         elif item.name == MORE_PROMPTS:
             with gr.Accordion("Add more prompts", open=False):
                 made[item.name] = gr.Textbox(
