@@ -28,8 +28,9 @@ from pipelines.loading import LoadedModel
 from pipelines.render import (
     Progress, RenderedFrame, StepProgress, batched, default_batch_size, denoise, step_generators,
 )
-from pipelines.request import MorphRequest, check_request
+from pipelines.request import MorphRequest, check_request, walk_reads
 from pipelines.spacing import RenderStats, even_frames
+from pipelines.attention import attention_mixing, interpolated_attention, with_anchors
 from pipelines.inversion import InversionCache, sampler_for_inversion
 from pipelines.recipes import weights
 from pipelines.walks import Point, PathWalk, Walk, blends, describe, get_walk, nearest_key
@@ -238,14 +239,25 @@ class Morpher:
 
     def _denoise_group(self, points: list[Point], guidance: float, job: Job) -> tuple[list, list[bool]]:
         request = job.request
+        recipes = [job.walk.recipe(point, request) for point in points]
         inputs = job.walk.mix(job.encoded, points, request)
+        seeds = [job.keys[nearest_key(recipe)].seed for recipe in recipes]
+        mixing = None
+        if request.attention == "interpolate" and walk_reads(request.walk, "attention"):
+            # the keyframes these frames mix ride along in the batch, as anchors for their attention
+            mixing, anchors = attention_mixing([weights(recipe) for recipe in recipes])
+            inputs = with_anchors(inputs, [job.encoded[index] for index in anchors])
+            seeds += [job.keys[index].seed for index in anchors]
+        rows = inputs["latents"].shape[0]
         if job.uncond is not None and uses_guidance(self.model.pipe, guidance):
-            inputs["negative_prompt_embeds"] = job.uncond.embeds.repeat(len(points), 1, 1)
+            inputs["negative_prompt_embeds"] = job.uncond.embeds.repeat(rows, 1, 1)
             if job.uncond.pooled is not None:
-                inputs["negative_pooled_prompt_embeds"] = job.uncond.pooled.repeat(len(points), 1)
-        seeds = [job.keys[nearest_key(job.walk.recipe(point, request))].seed for point in points]
+                inputs["negative_pooled_prompt_embeds"] = job.uncond.pooled.repeat(rows, 1)
         generators = step_generators(seeds, self.latent_shape(request), self._dtype())
-        return denoise(self.model.pipe, inputs, generators, request.steps, guidance, request.size, job.progress)
+        with interpolated_attention(self.model.pipe.unet, mixing):
+            images, flagged = denoise(self.model.pipe, inputs, generators, request.steps, guidance, request.size,
+                                      job.progress, frames=len(points))
+        return images[: len(points)], flagged[: len(points)]  # the anchors' pictures are not output
 
     # ------------------------------------------------------------ identity of a frame
     def frame_fields(self, point: Point, job: Job) -> dict:
@@ -267,6 +279,7 @@ class Morpher:
             "point": describe(recipe, [key.digest() for key in job.keys], [key.text_digest() for key in job.keys]),
             "interp": request.interp if mixes else None,
             "noise_interp": request.noise_interp if mixes else None,
+            "attention": request.attention if mixes and walk_reads(request.walk, "attention") else "plain",
             "negative_prompt": request.negative_prompt if guided else None,
             "guided": guided,
             "steps": request.steps,

@@ -129,11 +129,16 @@ def denoise(
     guidance: float,
     size: tuple[int, int],
     progress: Progress,
+    frames: int | None = None,
 ) -> tuple[list["Image.Image"], list[bool]]:
-    """One call of the stock pipeline for a batch: (images, flagged by the safety checker)."""
+    """One call of the stock pipeline for a batch: (images, flagged by the safety checker).
+
+    `frames` is how many of the batch's rows are output frames (the rest are anchors
+    rendered for attention interpolation); progress counts those only.
+    """
     progress.check_stop()
     count = inputs["latents"].shape[0]
-    progress.batch_frames = count
+    progress.batch_frames = count if frames is None else frames
     output = pipe(
         **inputs,
         num_inference_steps=steps,
@@ -146,5 +151,5 @@ def denoise(
     )
     # SDXL pipelines have no safety checker and no such field.
     flagged = getattr(output, "nsfw_content_detected", None) or [False] * count
-    progress.frames_done += count
+    progress.frames_done += count if frames is None else frames
     return list(output.images), [bool(flag) for flag in flagged]

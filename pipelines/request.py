@@ -22,6 +22,7 @@ from pipelines.walks import WALKS as WALK_REGISTRY, get_walk
 INTERPS = ("slerp", "lerp")
 NOISE_INTERPS = ("slerp", "lerp")
 SPACINGS = ("linear", "ease", "even")
+ATTENTION_MODES = ("plain", "interpolate")
 # torch.Generator takes 64-bit seeds; the service offers 32 bits (plenty, and portable).
 SEED_MAX = 2**32 - 1
 WALKS = tuple(WALK_REGISTRY)  # the walks' names, from their registry (pipelines/walks.py)
@@ -113,6 +114,7 @@ class Option:
     flag: str | None = None  # the CLI flag, when it is not "--" + the field name
     api: bool = True  # offered by the page and the API (else CLI and Python only)
     advanced: bool = False  # the page shows it under "More settings"
+    appended: bool = False  # added after the API's first release: its parameter goes after `model`
 
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -167,8 +169,13 @@ class MorphRequest:
                         help="frames per second of GIF, WebP and MP4")
     loop: bool = option(False, kind="flag", per_walk=True, advanced=True, label="Loop back to prompt A",
                         help="walk back to the first prompt at the end (it is not repeated)")
-    noise_interp: str = option("slerp", kind="choice", choices=NOISE_INTERPS, per_walk=True, advanced=True, api=False, label="Noise interpolation",
-                               help="how seed noise is mixed (lerp shrinks the noise between keys)")
+    noise_interp: str = option("slerp", kind="choice", choices=NOISE_INTERPS, per_walk=True, advanced=True,
+                               appended=True, label="Noise interpolation",
+                               help="how seed noise is mixed (lerp shrinks the noise between keys: washed-out middles)")
+    attention: str = option("plain", kind="choice", choices=ATTENTION_MODES, per_walk=True, advanced=True,
+                            appended=True, label="Attention",
+                            help="interpolate: in-between frames also attend to their keyframes' attention keys "
+                                 "and values (AID), so a morph has no cuts; renders the keyframes in every batch")
     batch_size: int | None = option(None, kind="int", low=1, api=False, label="Batch size",
                                     help="frames per pipeline call (default: sensible for the device)")
 

@@ -140,7 +140,7 @@ class ChainWalk(PathWalk):
     name = "chain"
     slots = (Slot("prompt_a", "Prompt A"), Slot("prompt_b", "Prompt B"))
     more_keys = True
-    reads = ("frames", "interp", "spacing", "loop", "noise_interp")
+    reads = ("frames", "interp", "spacing", "loop", "noise_interp", "attention")
 
     def check(self, request: "MorphRequest") -> None:
         super().check(request)
@@ -213,7 +213,7 @@ class GridWalk(Walk):
              Slot("prompt_c", "Prompt C (bottom left)"), Slot("prompt_d", "Prompt D (bottom right)"))
     still = "grid"
     outputs = ("grid", "gif", "mp4", "manifest")
-    reads = ("grid", "interp", "noise_interp")
+    reads = ("grid", "interp", "noise_interp", "attention")
 
     def check(self, request: "MorphRequest") -> None:
         super().check(request)

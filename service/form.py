@@ -46,15 +46,27 @@ def inputs_for(walk: Walk | str, default_size: str = "") -> list[Input]:
     inputs = [Input(slot.name, slot.label, "") for slot in walk.slots]
     if walk.more_keys:
         inputs.append(Input(MORE_PROMPTS, "More prompts", ""))
-    for name, spec in options().items():
-        if spec.api and walk_reads(walk.name, name):
+    offered = [(name, spec) for name, spec in options().items() if spec.api and walk_reads(walk.name, name)]
+    for name, spec in offered:
+        if not spec.appended:
             default = default_size if name == "size" else format_value(default_of(name))
             inputs.append(Input(name, spec.label, default, spec))
     inputs.append(Input("model", "Model", None))
+    # options added later come after `model`, so older clients' positional arguments still line up
+    inputs += [Input(name, spec.label, format_value(default_of(name)), spec) for name, spec in offered if spec.appended]
     # pictures come last, so the positional order of older parameters never changes
     inputs += [Input(picture_name(slot.name), slot.label.replace("Prompt", "Picture"), None, picture_of=slot.name)
-               for slot in walk.slots]
+               for slot in picture_slots(walk)]
     return inputs
+
+
+def picture_slots(walk: Walk) -> tuple:
+    """The key slots a picture may fill: those whose key is shown as a frame.
+
+    A direction renders A + s (C - B) on A's noise: B and C steer by their prompts
+    only, so a picture there would be inverted for nothing and never seen.
+    """
+    return walk.slots[:1] if walk.name == "direction" else walk.slots
 
 
 @dataclass(frozen=True)
@@ -124,8 +136,10 @@ def _prompts(walk: Walk, values: dict[str, Any], limits: Limits, uploads: Path |
             keys.append(f"{IMAGE_PREFIX}{path}|{text}")  # the prompt, if any, describes the picture
         elif text:
             keys.append(text)
-        else:
+        elif index < len(picture_slots(walk)):
             raise LimitError(f"{name} is empty: every keyframe of the {walk.name} walk needs a prompt or a picture.")
+        else:  # a slot that takes no picture (a direction's B and C, a chain's extra prompts)
+            raise LimitError(f"{name} is empty: every prompt of the {walk.name} walk needs some text.")
     return keys
 
 
@@ -139,7 +153,7 @@ def _uploaded(value: Any, name: str, uploads: Path | None) -> str | None:
     resolved = Path(path).resolve()
     if uploads is None or not resolved.is_relative_to(Path(uploads).resolve()):
         raise LimitError(f"{name}: only pictures uploaded to this server are read.")
-    if "|" in resolved.name:
+    if "|" in str(resolved):  # the engine's key reads up to the first '|' as the path
         raise LimitError(f"{name}: the file name may not contain '|'; rename the file.")
     try:
         read_picture(resolved, (64, 64), max_bytes=MAX_PICTURE_BYTES)
