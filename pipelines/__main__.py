@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"or the mosaic of a grid); repeatable ({DEFAULT_OUT})",
     )
     parser.add_argument("--manifest", default=None, metavar="PATH", help="JSON manifest of the morph")
+    parser.add_argument("--plot", default=None, metavar="PATH",
+                        help="PNG of the path inspector: norms along the walk, gaps and cuts, a map of the space")
     parser.add_argument(
         "--keep-safety-checker",
         action="store_true",
@@ -123,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = build_parser().parse_args(argv)
     _quiet_libraries()
-    outputs = [Path(path) for path in (args.out or ([] if args.manifest else [DEFAULT_OUT]))]
+    outputs = [Path(path) for path in (args.out or ([] if args.manifest or args.plot else [DEFAULT_OUT]))]
     # Everything that can be checked without a model is checked first: bad input costs nothing.
     from pipelines.keys import keys_for
     from pipelines.request import check_request
@@ -168,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(write(film, path, fmt))
         if args.manifest:
             print(write(film, args.manifest, "manifest"))
+        if args.plot:
+            print(write(film, args.plot, "plot"))
     except OSError as error:
         return _fail(f"could not write output: {error}", code=1)
     flagged = result.manifest["nsfw_frames"]

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-import torch
 
 from pipelines import metrics
 from pipelines.render import default_batch_size
-from pipelines.walks import Key, get_walk, mix_embeds, mix_noise
+from pipelines.inspect import path_record
+from pipelines.walks import Key, get_walk
 
 if TYPE_CHECKING:
     from pipelines.keys import EncodedKey
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 MANIFEST_VERSION = 2
 # A picture key's frame within this many dB of the VAE round trip is reconstructed as well as the model can.
 RECONSTRUCTION_TOLERANCE_DB = 2.0
-# A direction frame whose prompt embedding is this far (relative) from the keys' mean norm is flagged.
-NORM_DRIFT_WARNING = 0.25
 
 
 def build(
@@ -74,7 +72,7 @@ def build(
         # Endpoint fidelity, cheaply: a digest of each keyframe's pixels, to compare with a
         # plain render of its prompt and seed (the benchmark measures PSNR against one).
         "keyframes": _keyframes(frames, request, keys),
-        "path": path_record(request, frames, encoded) if frames else None,
+        "path": path_record(request, frames, encoded, keys, pipe, model.name) if frames else None,
         "render": stats.as_dict() if stats is not None else None,
         "request": asdict(request),
     }
@@ -113,28 +111,6 @@ def _keyframes(frames: list["RenderedFrame"], request: "MorphRequest", keys: lis
             found.append({"index": frame.index, "key": recipe.index, "prompt": key.prompt, "seed": key.seed,
                           "sha256_16": metrics.pixel_digest(frame.image)})
     return found
-
-
-def path_record(request: "MorphRequest", frames: list["RenderedFrame"], encoded: list["EncodedKey"]) -> dict:
-    """Each frame's noise and embedding norm relative to the keys' mean norm (1.0 = as far out as a key).
-
-    Cheap (no denoising): the recipes are evaluated again on the encoded keys. Frames
-    whose embedding norm is more than NORM_DRIFT_WARNING away from the keys' are
-    listed: the model never saw text embeddings that far out (a long direction does that).
-    """
-    walk = get_walk(request.walk)
-    noise = [key.noise for key in encoded]
-    embeds = [key.text.embeds for key in encoded]
-    noise_ref = float(torch.stack([item.float().norm() for item in noise]).mean())
-    embed_ref = float(torch.stack([item.float().norm() for item in embeds]).mean())
-    noise_norm, embed_norm = [], []
-    for frame in frames:
-        recipe = walk.recipe(frame.point, request)
-        noise_norm.append(round(float(mix_noise(recipe, noise, request.noise_interp).float().norm()) / noise_ref, 4))
-        embed_norm.append(round(float(mix_embeds(recipe, embeds, request.interp).float().norm()) / embed_ref, 4))
-    drifted = [frame.index for frame, norm in zip(frames, embed_norm) if abs(norm - 1.0) > NORM_DRIFT_WARNING]
-    return {"noise_norm": noise_norm, "embed_norm": embed_norm, "embed_norm_drift": drifted,
-            "drift_threshold": NORM_DRIFT_WARNING}
 
 
 def add_reconstruction(record: dict, pipe: Any, keys: list, frames: list["RenderedFrame"], walk: Any,

@@ -56,6 +56,14 @@ def _write_grid(film: Film, path: Path) -> None:
     mosaic(film.images, film.tiles).save(path, format="PNG")
 
 
+def _write_plot(film: Film, path: Path) -> None:
+    if film.manifest is None or not film.manifest.get("path"):
+        raise ValueError("the path inspector needs the manifest's path record")
+    from pipelines.plot import draw_path
+
+    draw_path(film.manifest, film.images, path, film.tiles)
+
+
 def _write_manifest(film: Film, path: Path) -> None:
     if film.manifest is None:
         raise ValueError("no manifest to write")
@@ -72,6 +80,7 @@ FORMATS: dict[str, Format] = {
         Format("strip", ".png", _write_strip, label="Strip PNG"),
         Format("grid", ".png", _write_grid, label="Grid PNG"),
         Format("manifest", ".json", _write_manifest, label="Manifest JSON"),
+        Format("plot", ".png", _write_plot, label="Path plot PNG"),
     )
 }
 SUPPORTED_SUFFIXES = (".gif", ".mp4", ".webp", ".png")  # what --out takes (the manifest has --manifest)
@@ -82,7 +91,7 @@ def format_for(path: Path | str, still: str = "strip") -> Format:
     suffix = check_suffix(path)
     if suffix == ".png":
         return FORMATS[still]
-    return next(fmt for fmt in FORMATS.values() if fmt.suffix == suffix and fmt.name not in ("strip", "grid"))
+    return next(fmt for fmt in FORMATS.values() if fmt.suffix == suffix and fmt.name not in ("strip", "grid", "plot"))
 
 
 def check_suffix(path: Path | str) -> str:

@@ -12,7 +12,7 @@ from pipelines.cache import FrameCache
 from pipelines.engine import Morpher
 from pipelines.interpolate import slerp
 from pipelines.keys import draw_noise
-from pipelines.manifest import NORM_DRIFT_WARNING
+from pipelines.inspect import NORM_DRIFT_WARNING
 from pipelines.metrics import psnr
 from pipelines.request import WALKS as WALK_NAMES
 from pipelines.request import MorphRequest
