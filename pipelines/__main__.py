@@ -47,7 +47,7 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
     for name, spec in options().items():
         flag = spec.flag or "--" + name.replace("_", "-")
         default = default_of(name)
-        shown = format_value(default) if default is not None else "model's own" if name == "size" else "auto"
+        shown = format_value(default, spec.kind) if default is not None else "model's own" if name == "size" else "auto"
         help_text = f"{spec.help} ({shown})"
         if spec.kind == "flag":
             parser.add_argument(flag, dest=name, action="store_true", help=help_text)

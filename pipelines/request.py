@@ -89,13 +89,20 @@ def parse_flag(value: Any) -> bool:
     raise ValueError(f"must be true or false, got {value!r}")
 
 
-def format_value(value: Any) -> Any:
-    """The text form of a tuple-valued option (the inverse of its parser); other values unchanged."""
-    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(item, int) for item in value):
+def format_value(value: Any, kind: str | None = None) -> Any:
+    """The text form of a tuple-valued option (the inverse of its parser); other values unchanged.
+
+    `kind` (an Option's) decides between "WxH" (size, grid) and space-separated (seeds,
+    scale); without it, a pair of whole numbers is taken for "WxH".
+    """
+    if isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, tuple):
+        return value
+    pair = len(value) == 2 and all(isinstance(item, int) for item in value)
+    if kind in ("size", "grid") or (kind is None and pair):
         return f"{value[0]}x{value[1]}"
-    if isinstance(value, tuple):
-        return " ".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value)
-    return value
+    return " ".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value)
 
 
 # ---------------------------------------------------------------- the declaration

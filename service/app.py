@@ -124,7 +124,7 @@ def api_handler(runner: Runner, walk: str, names: list[str], defaults: list[Any]
 
 
 def page_handler(runner: Runner, walk: str, names: list[str]) -> Callable[..., Iterator[Any]]:
-    """The page's handler of one tab: the main picture, frames, a progress line and download buttons."""
+    """The page's handler of one tab: the main picture, frames, a progress line, downloads and the inspector."""
     from pipelines.walks import get_walk
 
     outputs = get_walk(walk).outputs
@@ -132,22 +132,48 @@ def page_handler(runner: Runner, walk: str, names: list[str]) -> Callable[..., I
 
     def handler(*args: Any) -> Iterator[Any]:
         values = dict(zip(names, args))
-        keep = [gr.skip()] * len(outputs)
-        for update in guarded(runner.updates(walk, values)):
+        keep = [gr.skip()] * (len(outputs) + 2)  # the buttons, the plot and the table
+        for update in guarded(runner.updates(walk, values, extra=("plot",))):
             if update.kind == "clear":
                 hidden = [gr.DownloadButton(value=None, visible=False)] * len(outputs)
-                yield None, [], status_html(0.0, "starting"), *hidden
+                yield None, [], status_html(0.0, "starting"), *hidden, None, None
             elif update.kind == "frame":
                 yield gr.skip(), update.gallery, gr.skip(), *keep
             elif update.kind in ("wait", "step"):
                 yield gr.skip(), gr.skip(), status_html(update.fraction, update.text), *keep
             elif update.kind == "done":
                 buttons = [gr.DownloadButton(value=str(update.files[name]), visible=True) for name in outputs]
-                yield str(update.files[main]), update.gallery, status_html(1.0, update.text), *buttons
+                table = widgets.nearest_table(update.files["manifest"])
+                yield (str(update.files[main]), update.gallery, status_html(1.0, update.text), *buttons,
+                       str(update.files["plot"]), table)
             else:
                 yield gr.skip()
 
     return handler
+
+
+def inspect_handler(runner: Runner) -> Callable[..., Iterator[Any]]:
+    """`/inspect`: the path plot and the measured path of a morph, from the manifest it returned.
+
+    The morph is rendered again with the same request: its frames come from the frame
+    cache, so this normally denoises nothing.
+    """
+
+    def inspect(manifest: Any, progress: gr.Progress = gr.Progress()) -> Iterator[Any]:
+        def run() -> Iterator[Update]:
+            walk, values = widgets.read_manifest_upload(manifest)
+            yield from runner.updates(walk, values, extra=("plot",))
+
+        for update in guarded(run()):
+            if update.kind == "done":
+                progress(1.0, desc=update.text)
+                yield str(update.files["plot"]), str(update.files["manifest"])
+            else:
+                if update.kind in ("wait", "step"):
+                    progress(update.fraction, desc=update.text)
+                yield gr.skip()
+
+    return inspect
 
 
 def walk_tab(runner: Runner, walk: str, limits: Limits, default_size: str, examples: list[list[str]]) -> list:
@@ -165,6 +191,7 @@ def walk_tab(runner: Runner, walk: str, limits: Limits, default_size: str, examp
                 cancel = gr.Button("Cancel", variant="stop", elem_id=f"{walk}-cancel")
         with gr.Column(scale=3):
             shown, gallery, status, buttons = widgets.build_outputs(walk, get_walk(walk).outputs)
+            plot, table = widgets.build_inspector(walk)
     # the API endpoint hangs on a button that is never shown: the page has its own event
     # (with a progress line and download buttons), the API returns plain files
     api_trigger = gr.Button(ENDPOINTS[walk], visible=False)
@@ -178,7 +205,7 @@ def walk_tab(runner: Runner, walk: str, limits: Limits, default_size: str, examp
                       outputs=[*buttons, gallery], api_name=ENDPOINTS[walk], **common)
     page = {
         "fn": page_handler(runner, walk, names),
-        "outputs": [shown, gallery, status, *buttons],
+        "outputs": [shown, gallery, status, *buttons, plot, table],
         "api_visibility": "private",
         "show_progress_on": [shown],  # Gradio's bar shows while the job waits in the queue
         **common,
@@ -219,5 +246,10 @@ def build_demo(
             for walk in ENDPOINTS:
                 with gr.Tab(TAB_TITLES[walk], id=walk, elem_id=f"tab-{walk}"):
                     walk_tab(runner, walk, limits, default_size, list(chosen.get(walk, [])))
+        inspect_trigger = gr.Button("inspect", visible=False)
+        inspect_in = gr.File(visible=False, label="manifest")
+        inspect_out = [gr.File(visible=False, label="path plot"), gr.File(visible=False, label="manifest")]
+        inspect_trigger.click(inspect_handler(runner), inputs=[inspect_in], outputs=inspect_out, api_name="inspect",
+                              preprocess=False, concurrency_limit=len(runner.model_names), concurrency_id="morph")
     demo.queue(api_open=False, max_size=limits.queue_size, default_concurrency_limit=len(runner.model_names))
     return demo

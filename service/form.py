@@ -49,11 +49,12 @@ def inputs_for(walk: Walk | str, default_size: str = "") -> list[Input]:
     offered = [(name, spec) for name, spec in options().items() if spec.api and walk_reads(walk.name, name)]
     for name, spec in offered:
         if not spec.appended:
-            default = default_size if name == "size" else format_value(default_of(name))
+            default = default_size if name == "size" else format_value(default_of(name), spec.kind)
             inputs.append(Input(name, spec.label, default, spec))
     inputs.append(Input("model", "Model", None))
     # options added later come after `model`, so older clients' positional arguments still line up
-    inputs += [Input(name, spec.label, format_value(default_of(name)), spec) for name, spec in offered if spec.appended]
+    inputs += [Input(name, spec.label, format_value(default_of(name), spec.kind), spec)
+               for name, spec in offered if spec.appended]
     # pictures come last, so the positional order of older parameters never changes
     inputs += [Input(picture_name(slot.name), slot.label.replace("Prompt", "Picture"), None, picture_of=slot.name)
                for slot in picture_slots(walk)]
@@ -198,3 +199,39 @@ def _checked(name: str, spec: Option, value: Any, limits: Limits, prompt_count: 
     if spec.kind == "scale":
         return parse_scale_range(value, limits)
     raise LimitError(f"{name}: no check for options of kind {spec.kind!r}")
+
+
+def values_from_manifest(record: Any) -> tuple[str, dict[str, Any]]:
+    """(walk, endpoint values) that render again what a manifest describes (for `/inspect`).
+
+    The values go through `check_form` like any visitor's: limits apply, and a picture
+    key's path is accepted only if it is still in the upload folder.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("request"), dict):
+        raise LimitError("manifest must be the JSON manifest a morph returned (it has a 'request').")
+    request = record["request"]
+    walk = get_walk(str(request.get("walk", "chain")))
+    prompts = request.get("prompts")
+    if not isinstance(prompts, list) or not all(isinstance(prompt, str) for prompt in prompts):
+        raise LimitError("manifest: request.prompts must be a list of prompts.")
+    values: dict[str, Any] = {}
+    slots = [slot.name for slot in walk.slots]
+    extra = []
+    for index, spec in enumerate(prompts):
+        if index >= len(slots):
+            extra.append(spec)
+            continue
+        if is_image_spec(spec):
+            path, _, text = spec[len(IMAGE_PREFIX):].partition("|")
+            values[slots[index]], values[picture_name(slots[index])] = text, path
+        else:
+            values[slots[index]] = spec
+    if extra:
+        values[MORE_PROMPTS] = "\n".join(extra)
+    for item in inputs_for(walk):
+        if item.option is not None and item.name in request:
+            value = request[item.name]
+            values[item.name] = format_value(value, item.option.kind)
+    if isinstance(record.get("model"), str):
+        values["model"] = record["model"]
+    return walk.name, values

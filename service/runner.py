@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25  # updates come at least this often, so a cancel never waits long
 FRAME_FILE = "frame-{index:03d}.png"
 FILE_NAMES = {"gif": "morph.gif", "webp": "morph.webp", "mp4": "morph.mp4", "strip": "strip.png",
-              "grid": "grid.png", "manifest": "manifest.json"}
+              "grid": "grid.png", "manifest": "manifest.json", "plot": "path.png"}
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,11 @@ class Runner:
     def model_names(self) -> list[str]:
         return list(self.morphers)
 
-    def updates(self, walk: str, values: dict[str, Any]) -> Iterator[Update]:
-        """Run one morph; raises LimitError before any work, job errors while it runs."""
+    def updates(self, walk: str, values: dict[str, Any], extra: tuple[str, ...] = ()) -> Iterator[Update]:
+        """Run one morph; raises LimitError before any work, job errors while it runs.
+
+        The files are the walk's outputs plus `extra` ones (the page adds the path plot).
+        """
         from pipelines.render import MorphCancelled, default_batch_size
         from pipelines.walks import get_walk
 
@@ -171,7 +174,7 @@ class Runner:
             slot.release()
             folder.release()
 
-        outputs = get_walk(request.walk).outputs
+        outputs = get_walk(request.walk).outputs + tuple(name for name in extra if name not in get_walk(request.walk).outputs)
         job = MorphJob(morph_work(morpher, request, outputs, folder.path), deadline_s=self.limits.deadline_s,
                        on_exit=on_exit, cancelled_types=(MorphCancelled,))
         started = False

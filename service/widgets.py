@@ -83,7 +83,10 @@ def build_inputs(inputs: list[Input], limits: Limits, models: list[str], walk: s
     for item in inputs:
         if item.picture_of:
             continue  # made beside its prompt
-        if item.option is None and item.name not in (MORE_PROMPTS, "model"):
+        if item.option is None and item.name not in (MORE_PROMPTS, "model") and item.name not in pictures:
+            made[item.name] = gr.Textbox(label=item.label, placeholder=PLACEHOLDERS.get(item.name), max_lines=2,
+                                         elem_id=f"{walk}-{item.name.replace('_', '-')}")
+        elif item.option is None and item.name not in (MORE_PROMPTS, "model"):
             with gr.Row(equal_height=True):
                 made[item.name] = gr.Textbox(
                     label=item.label, placeholder=PLACEHOLDERS.get(item.name), max_lines=2, scale=3,
@@ -132,3 +135,51 @@ def build_outputs(walk: str, outputs: tuple[str, ...]) -> tuple[Any, Any, Any, l
     gallery = gr.Gallery(label="Frames", columns=6, height="auto", elem_id=f"{walk}-gallery",
                          elem_classes=["morph-frames"], interactive=False, format="png")
     return shown, gallery, status, buttons
+
+
+NEAREST_HEADERS = ["frame", "where", "nearest prompt", "2nd", "3rd"]
+
+
+def build_inspector(walk: str) -> tuple[Any, Any]:
+    """The Inspect view: the path plot and a table of the prompts each frame passes nearest to."""
+    with gr.Accordion("Inspect: the path through the space", open=False, elem_id=f"{walk}-inspect"):
+        plot = gr.Image(label="Path plot", type="filepath", interactive=False, elem_id=f"{walk}-plot",
+                        buttons=["download", "fullscreen"])
+        table = gr.Dataframe(headers=NEAREST_HEADERS, label="Nearest vocabulary prompts (cosine of pooled text "
+                             "embeddings)", interactive=False, elem_id=f"{walk}-nearest", wrap=True)
+    return plot, table
+
+
+def nearest_table(manifest_path: Any) -> list[list[Any]]:
+    """Rows of the nearest-prompts table from a manifest file."""
+    import json
+
+    record = json.loads(open(manifest_path, encoding="utf-8").read())
+    rows = []
+    for frame, closest in zip(record["frames"], (record.get("path") or {}).get("nearest", [])):
+        names = [f"{item['prompt']} ({item['cosine']:.3f})" for item in closest] + ["", "", ""]
+        rows.append([frame["index"], frame.get("caption", ""), *names[:3]])
+    return rows
+
+
+MAX_MANIFEST_BYTES = 2 * 2**20
+
+
+def read_manifest_upload(value: Any) -> tuple[str, dict[str, Any]]:
+    """(walk, values) from an uploaded manifest (a Gradio file payload), checked like any request."""
+    import json
+    from pathlib import Path
+
+    from service.form import values_from_manifest
+    from service.limits import LimitError
+
+    path = value.get("path") if isinstance(value, dict) else value
+    if not isinstance(path, str) or not Path(path).is_file():
+        raise LimitError("manifest must be the JSON file a morph returned; upload it with handle_file().")
+    if Path(path).stat().st_size > MAX_MANIFEST_BYTES:
+        raise LimitError(f"manifest is over {MAX_MANIFEST_BYTES // 2**20} MB: not one of ours.")
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise LimitError("manifest is not valid JSON.") from None
+    return values_from_manifest(record)
