@@ -219,3 +219,19 @@ def test_cli_morphs_between_two_pictures(tiny_model_dir: Path, tmp_path: Path) -
     assert [key["kind"] for key in manifest["keys"]] == ["image", "image"]
     with Image.open(tmp_path / "m.png") as strip:
         assert strip.size == (96, 32)
+
+
+@pytest.mark.parametrize(
+    "walk,extra",
+    [("grid", {"grid": (2, 2)}), ("direction", {"scale": (0.0, 1.0), "frames": 3}), ("chain", {"spacing": "even"})],
+)
+def test_pictures_work_in_every_walk_and_spacing(morpher, tmp_path: Path, walk: str, extra: dict) -> None:
+    picture = f"image:{drawn(tmp_path / 'disc.png')}"
+    prompts = {"grid": (picture, "a blue circle", "a red square", "a blue square"),
+               "direction": (picture, "a red square", "a blue square"),
+               "chain": (picture, "a blue square")}[walk]
+    request = MorphRequest(prompts=prompts, walk=walk, steps=3, size=(32, 32), **{"frames": 4, **extra})
+    result = morpher.render(request)
+    assert result.manifest["keys"][0]["kind"] == "image"
+    first = next(entry for entry in result.manifest["keyframes"] if entry["key"] == 0)
+    assert "reconstruction" in first  # the frame that shows the picture alone reports how close it is
