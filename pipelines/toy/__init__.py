@@ -1,5 +1,7 @@
-"""The bundled toy model: a small Stable Diffusion trained from scratch on coloured shapes.
+"""The bundled toy models: small Stable Diffusions trained from scratch on procedural images.
 
-`dataset.py` draws the training images and captions, `train.py` trains the VAE, the CLIP
-text encoder and the UNet and saves a standard diffusers folder in `shapes64/`.
+`configs.py` declares each model (sizes, data, step counts); `dataset.py` draws the coloured
+shapes of `shapes64/`, `scenes_data.py` and `scenes_draw.py` the landscapes of `scenes/`;
+`autoencoder.py` and `train.py` train the VAE, the CLIP text encoder and the UNet and save a
+standard diffusers folder (`python -m pipelines.toy.train --model shapes64|scenes`).
 """
