@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 # The models shipped in the repo, by the name `--model` takes; the first present one is the default.
-BUNDLED_MODELS = {"shapes64": Path(__file__).parent / "toy" / "shapes64"}
+BUNDLED_MODELS = {"shapes64": Path(__file__).parent / "toy" / "shapes64",
+                  "scenes": Path(__file__).parent / "toy" / "scenes"}
 BUNDLED_DIR = BUNDLED_MODELS["shapes64"]  # the default model's folder
 BUNDLED_NAME = "bundled:shapes64"
 TINY_NAME = "tiny"

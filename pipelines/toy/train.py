@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     for flag in ("seed", "vae_steps", "decoder_steps", "unet_steps", "dataset_size", "threads",
                  "vae_batch", "unet_batch", "checkpoint_every"):
         parser.add_argument("--" + flag.replace("_", "-"), type=int, dest=flag)
+    parser.add_argument("--vae-bf16", choices=("on", "off"), default=None,
+                        help="bf16 autocast in the VAE stages: 2x faster on CPUs with native bf16, far slower "
+                             "without (default: the model's configuration)")
     parser.add_argument("--decoder-only", action="store_true",
                         help="run only the decoder fine-tuning (it needs the trained VAE; it can run "
                              "in a second process beside the UNet stage)")
@@ -171,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     spec = MODELS[args.model]
     overrides = {key: value for key, value in vars(args).items()
                  if key in TrainConfig.__dataclass_fields__ and value is not None and key != "model"}
+    if args.vae_bf16 is not None:
+        overrides["vae_bf16"] = args.vae_bf16 == "on"
     config = replace(spec.train, model=spec.name, **overrides)
     out = args.out or HERE / spec.name
     workdir = args.workdir or HERE / "runs" / spec.name
