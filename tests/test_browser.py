@@ -1,4 +1,5 @@
-"""A real browser on the real page: one flow per tab (chain, grid, direction), cancel, a refused input.
+"""A real browser on the real page: one flow per tab (chain, grid, direction), cancel, a refused input,
+a picture uploaded as a keyframe.
 
 Drives Debian's Chromium (`apt-get install chromium`) through Playwright; skipped
 when either is missing. Screenshots land in `artifacts/browser-<tab>.png`.
@@ -157,3 +158,44 @@ def test_bad_input_shows_the_message_naming_the_limit(server: ServerProcess, pag
     page.get_by_text("grid columns must be between 2 and 8 (--max-grid-side)").first.wait_for(
         state="visible", timeout=RESULT_MS
     )
+
+
+def test_upload_a_picture_as_the_first_keyframe(server: ServerProcess, page, tmp_path: Path) -> None:
+    """Prompt A left empty, a picture beside it: the morph starts on that picture."""
+    import urllib.request
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from pipelines.pictures import fit
+
+    drawn = Image.new("RGB", (90, 70), (128, 128, 128))  # an odd size: centre-cropped to 70x70, then 64x64
+    ImageDraw.Draw(drawn).ellipse((27, 17, 63, 53), fill=(220, 30, 30))
+    drawn.save(tmp_path / "red-disc.png")
+    expected = np.asarray(fit(drawn, (64, 64))[0], dtype=np.float64)
+
+    open_tab(page, server, "chain")
+    page.locator("#chain-image-a input[type=file]").set_input_files(str(tmp_path / "red-disc.png"))
+    page.locator("#chain-image-a img").first.wait_for(state="visible", timeout=RESULT_MS)  # the upload's preview
+    assert page.locator("#chain-prompt-a textarea, #chain-prompt-a input").first.input_value() == ""
+    fill(page, "chain", prompt_b="a blue square", steps="20", frames="3")
+    page.locator("#chain-render").click()
+
+    wait_for_main_picture(page, "chain", ".gif")
+    assert "3 frames in" in page.locator("#chain-status").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-picture.png"), full_page=True)
+    source = page.locator("#chain-gallery img").first.get_attribute("src")
+    with urllib.request.urlopen(urllib.request.Request(source), timeout=30) as answer:
+        (tmp_path / "frame-0.png").write_bytes(answer.read())
+    with Image.open(tmp_path / "frame-0.png") as frame:
+        first = np.asarray(frame.convert("RGB"), dtype=np.float64)
+    assert first.shape == expected.shape
+    # the first frame is the picture, as well as the model's autoencoder gives it back
+    assert np.abs(first.mean(axis=(0, 1)) - expected.mean(axis=(0, 1))).max() < 20, first.mean(axis=(0, 1))
+    red, green, blue = first[24:40, 24:40].mean(axis=(0, 1))
+    assert red > green + 80 and red > blue + 80  # a red disc in the middle ...
+    corner = first[:8, :8].reshape(-1, 3).mean(axis=0)
+    assert np.abs(corner - 128).max() < 40, corner  # ... on grey
+    psnr = 10 * np.log10(255**2 / np.mean((first - expected) ** 2))
+    assert psnr > 20, psnr

@@ -1,9 +1,10 @@
 """The real service in a subprocess, called through `gradio_client` as any API user would.
 
-One server (tiny model, queue of 2) serves every test in this module; each job is a
-few frames of 64x64 at 2-8 steps (the README's call takes 20), so the module runs in
-about a minute. Endpoints: `/morph` (a chain, unchanged for existing clients),
-`/grid` and `/direction`.
+One server (tiny model, queue of 2) serves every test in this module but the upload
+limit's (its own server, `--max-file-size 2kb`); each job is a few frames of 64x64 at
+2-8 steps (the README's call takes 20), so the module runs in a minute or two.
+Endpoints: `/morph` (a chain, unchanged for existing clients), `/grid` and `/direction`;
+each takes a picture per shown key (`image_a`, ...) through `gradio_client.handle_file`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import httpx  # noqa: E402
 from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from gradio_client.utils import QueueError  # noqa: E402
@@ -187,24 +189,35 @@ def test_a_repeated_request_comes_from_the_frame_cache(client: Client) -> None:
 
 def test_view_api_documents_the_three_endpoints(client: Client) -> None:
     info = client.view_api(print_info=False, return_format="dict")
-    assert list(info["named_endpoints"]) == ["/morph", "/grid", "/direction"]
+    # the three walks' endpoints first (then the path inspector's /inspect, not a walk)
+    assert list(info["named_endpoints"])[:3] == ["/morph", "/grid", "/direction"]
     assert not info["unnamed_endpoints"]
 
     def names(endpoint: str) -> list[str]:
         return [parameter["parameter_name"] for parameter in info["named_endpoints"][endpoint]["parameters"]]
 
-    assert names("/morph") == [
+    # the first release's parameters come first, in their order: positional callers keep working
+    assert names("/morph")[:14] == [
         "prompt_a", "prompt_b", "more_prompts", "negative_prompt", "seeds", "frames", "steps",
         "guidance", "size", "interp", "spacing", "fps", "loop", "model",
     ]
-    assert names("/grid") == [
+    assert names("/grid")[:13] == [
         "prompt_a", "prompt_b", "prompt_c", "prompt_d", "negative_prompt", "seeds", "grid", "steps",
         "guidance", "size", "interp", "fps", "model",
     ]
-    assert names("/direction") == [
+    assert names("/direction")[:13] == [
         "prompt_a", "prompt_b", "prompt_c", "negative_prompt", "seeds", "frames", "scale", "steps",
         "guidance", "size", "spacing", "fps", "model",
     ]
+    # then a picture per shown key, last, optional (a direction's B and C steer by their prompts only)
+    assert names("/morph")[-2:] == ["image_a", "image_b"]
+    assert names("/grid")[-4:] == ["image_a", "image_b", "image_c", "image_d"]
+    assert names("/direction")[-1] == "image_a" and "image_b" not in names("/direction")
+    for endpoint in ("/morph", "/grid", "/direction"):
+        for parameter in info["named_endpoints"][endpoint]["parameters"]:
+            if parameter["parameter_name"].startswith("image_"):
+                assert parameter["parameter_has_default"] and parameter["parameter_default"] is None
+                assert parameter["component"] == "Image"
     returns = {endpoint: [item["label"] for item in info["named_endpoints"][endpoint]["returns"]]
                for endpoint in ("/morph", "/grid", "/direction")}
     assert returns == {
@@ -365,3 +378,90 @@ def test_a_client_that_disconnects_stops_its_job(server: ServerProcess, tmp_path
         walker.wait(timeout=10)
     assert server.wait_for_log("job JobCancelled", timeout_s=WAIT_S, start=mark) is not None, server.log()[mark:]
     assert [line.split(" job ")[1].split()[0] for line in jobs_logged(server, mark)] == ["JobCancelled"]
+
+
+# ---------------------------------------------------------------- pictures as keyframes
+
+def noisy_png(path: Path, size: tuple[int, int] = (96, 96)) -> Path:
+    """A PNG of random pixels: it compresses badly, so it is bigger than its few pixels suggest."""
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_a_picture_keyframe_through_the_api(client: Client, tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    from test_service_limits import disc
+
+    picture = disc(tmp_path / "disc.png", size=(80, 64))
+    gif, strip, mp4, manifest, frames = client.predict(
+        prompt_a="", prompt_b="a blue square", image_a=handle_file(str(picture)), frames=3, steps=3, api_name="/morph",
+    )
+    with Image.open(gif) as image:
+        assert image.n_frames == 3
+    assert len(frames) == 3
+    record = json.loads(Path(manifest).read_text())
+    key = record["keys"][0]
+    assert key["kind"] == "image" and key["file"] == "disc.png" and key["prompt"] == ""
+    assert key["crop"] == [8, 0, 72, 64] and key["original_size"] == [80, 64]  # centre-cropped to the square
+    assert len(key["sha256_16"]) == 16
+    figures = key["reconstruction"]
+    assert set(figures) == {"psnr_vs_input_db", "psnr_vs_vae_round_trip_db", "vae_round_trip_psnr_db",
+                            "within_tolerance"}
+    assert isinstance(figures["within_tolerance"], bool) and figures["psnr_vs_input_db"] > 0
+    assert record["keys"][1]["kind"] == "prompt"
+    # a prompt beside the picture describes it; the picture is the same key (same pixels)
+    described = json.loads(Path(morph(client, prompt_a="a red circle", image_a=handle_file(str(picture)),
+                                      frames=3, steps=3)[3]).read_text())
+    assert described["keys"][0]["prompt"] == "a red circle"
+    assert described["keys"][0]["sha256_16"] == key["sha256_16"]
+
+
+def test_a_file_that_is_not_a_picture_is_refused_naming_it(server: ServerProcess, client: Client,
+                                                           tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    mark = len(server.log())
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a shopping list, not a picture")
+    with pytest.raises(AppError) as caught:
+        morph(client, image_a=handle_file(str(notes)))
+    assert "picture A: image 'notes.txt' is not a picture PIL can read" in str(caught.value), str(caught.value)
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(AppError, match="picture B: image 'fake.png'"):
+        morph(client, image_b=handle_file(str(fake)))
+    with pytest.raises(AppError, match="prompt A: pictures are uploaded, not typed as image:PATH"):
+        morph(client, prompt_a=f"image:{notes}")
+    assert jobs_logged(server, mark) == [], "a refused picture started a job"
+
+
+def test_an_upload_over_the_size_limit_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """--max-file-size reaches Gradio: a bigger upload is refused at once, and the server keeps serving."""
+    from gradio_client import handle_file
+
+    from test_service_limits import disc
+
+    big = noisy_png(tmp_path / "big.png")
+    assert big.stat().st_size > 4 * 1024
+    small = disc(tmp_path / "small.png", size=(32, 32))
+    assert small.stat().st_size < 2 * 1024
+    args = ["--model", "tiny", "--device", "cpu", "--max-file-size", "2kb"]
+    with ServerProcess(args, tmp_path / "server.log") as server:
+        small_client = Client(server.url, verbose=False)
+        # gradio_client reads the limit from the server's config and refuses before sending ...
+        with pytest.raises(ValueError, match="exceeds the maximum file size of 2048 bytes"):
+            small_client.predict(prompt_a="", prompt_b="a blue square", image_a=handle_file(str(big)), frames=2,
+                                 steps=2, api_name="/morph")
+        # ... and the server refuses a client that sends it anyway
+        with big.open("rb") as handle:
+            answer = httpx.post(f"{server.url}gradio_api/upload", files={"files": ("big.png", handle, "image/png")})
+        assert answer.status_code == 413 and "maximum allowed size of 2048 bytes" in answer.text, answer.text
+        assert jobs_logged(server, 0) == []
+        # a picture within the limit goes through
+        gif, *_ = small_client.predict(prompt_a="", prompt_b="a blue square", image_a=handle_file(str(small)),
+                                       frames=2, steps=2, api_name="/morph")
+        assert Path(gif).stat().st_size > 0

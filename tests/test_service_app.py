@@ -8,15 +8,18 @@ model and take a few seconds.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+import httpx  # noqa: E402
 import torch  # noqa: E402
 from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError, AuthenticationError  # noqa: E402
@@ -200,12 +203,15 @@ def test_the_page_handler_shows_the_mosaic_and_one_download_per_file() -> None:
     handler = page_handler(runner, "grid", names)(*(form[name] for name in names))
     first = next(handler)
     assert first[0] is None and first[1] == [] and "starting" in first[2]
-    assert all(button.visible is False for button in first[3:])
+    *hidden, plot, table = first[3:]  # then the inspector's path plot and nearest-prompts table
+    assert len(hidden) == 4 and all(button.visible is False for button in hidden)
+    assert plot is None and table is None
     for shown in handler:
-        if isinstance(shown[0], str):
+        if isinstance(shown, tuple) and isinstance(shown[0], str):  # a tick is one gr.skip() for all outputs
             break
-    main, gallery, status, *buttons = shown
+    main, gallery, status, *buttons, plot, table = shown
     assert main.endswith("grid.png") and len(gallery) == 6 and "6 frames in" in status
+    assert plot.endswith(".png") and len(table) == 6  # one row of nearest prompts per tile
     with Image.open(main) as mosaic:  # still there: Gradio copies the files before it asks for more
         assert mosaic.size == (3 * 64, 2 * 64)
     assert [button.visible for button in buttons] == [True] * 4
@@ -223,3 +229,82 @@ def test_every_element_id_on_the_page_is_unique() -> None:
         assert {f"{walk}-render", f"{walk}-cancel", f"{walk}-main", f"{walk}-gallery", f"{walk}-status",
                 f"{walk}-prompt-a", f"tab-{walk}"} <= set(ids)
     assert "grid-prompt-d" in ids and "chain-more-prompts" in ids and "direction-scale" in ids
+    # a picture upload beside each prompt whose key is shown: not beside a direction's B and C
+    assert {"chain-image-a", "chain-image-b", "grid-image-a", "grid-image-d", "direction-image-a"} <= set(ids)
+    assert "direction-image-b" not in ids and "direction-image-c" not in ids
+
+
+def test_picture_widgets_take_uploads_only_and_hand_over_a_file_path() -> None:
+    demo = build_demo({"m": StandInMorpher("m")}, Limits())
+    pictures = {block.elem_id: block for block in demo.blocks.values()
+                if str(getattr(block, "elem_id", "")).split("-image-")[-1] in ("a", "b", "c", "d")}
+    assert set(pictures) == {"chain-image-a", "chain-image-b", "grid-image-a", "grid-image-b", "grid-image-c",
+                             "grid-image-d", "direction-image-a"}
+    for picture in pictures.values():
+        assert isinstance(picture, gr.Image)
+        assert picture.sources == ["upload"] and picture.type == "filepath"  # no webcam, no clipboard, no URL
+
+
+def test_an_uploaded_picture_reaches_the_morph_as_an_image_key(serve, tmp_path) -> None:
+    from gradio.utils import get_upload_folder
+    from gradio_client import handle_file
+
+    from test_service_limits import disc
+
+    picture = disc(tmp_path / "disc.png", size=(50, 30))
+    client = Client(serve({"m": StandInMorpher("m")}), verbose=False)
+    manifest = call(client, prompt_a="", image_a=handle_file(str(picture)))[3]
+    record = json.loads(Path(manifest).read_text())
+    key, _, prompt = record["prompts"][0].partition("|")
+    uploaded = Path(key.removeprefix("image:"))
+    assert key.startswith("image:") and prompt == ""
+    assert uploaded.is_relative_to(Path(get_upload_folder()).resolve()) and uploaded.name == "disc.png"
+    assert uploaded.read_bytes() == picture.read_bytes()  # Gradio's copy, not the client's path
+    assert record["prompts"][1] == PROMPTS["chain"]["prompt_b"]
+    # a grid corner, with a prompt describing the picture
+    manifest = call(client, "grid", prompt_d="a red disc", image_d=handle_file(str(picture)))[3]
+    assert json.loads(Path(manifest).read_text())["prompts"][3].endswith("/disc.png|a red disc")
+
+
+def raw_call(url: str, walk: str, **given) -> str:
+    """One call through Gradio's HTTP API without gradio_client (which would upload a local file itself).
+
+    Returns the stream's text: `event: complete` and the data, or `event: error`.
+    """
+    import urllib.request
+
+    data = [given.get(item.name, item.default) for item in inputs_for(walk, "64x64")]
+    endpoint = f"{url}gradio_api/call/{ENDPOINTS[walk]}"
+    request = urllib.request.Request(endpoint, data=json.dumps({"data": data}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        event_id = json.loads(answer.read())["event_id"]
+    with urllib.request.urlopen(f"{endpoint}/{event_id}", timeout=RESULT_S) as stream:
+        return stream.read().decode()
+
+
+def test_a_path_on_the_server_sent_as_a_picture_is_refused(serve, tmp_path) -> None:
+    """A caller may put any path in a file payload: only Gradio's upload folder is ever read.
+
+    Gradio refuses a file it did not receive before our handler runs (with its own
+    generic message); `check_form` is the second lock (see test_service_limits).
+    """
+    from test_service_limits import disc
+
+    stand_in = StandInMorpher("m")
+    url = serve({"m": stand_in})
+    secret = disc(tmp_path / "private" / "disc.png")
+    prompts = values()
+    for payload in (str(secret), {"path": str(secret), "meta": {"_type": "gradio.FileData"}}):
+        answer = raw_call(url, "chain", **prompts, image_a=payload)
+        assert "event: error" in answer and "event: complete" not in answer, answer
+        assert str(secret) not in answer
+    typed = raw_call(url, "chain", **{**prompts, "prompt_b": f"image:{secret}"})
+    assert "prompt B: pictures are uploaded, not typed as image:PATH" in typed
+    assert stand_in.calls == 0
+    # the same file uploaded first, as the page does it, is accepted
+    with secret.open("rb") as handle:
+        uploaded = httpx.post(f"{url}gradio_api/upload", files={"files": ("disc.png", handle, "image/png")}).json()[0]
+    answer = raw_call(url, "chain", **prompts, image_a={"path": uploaded, "meta": {"_type": "gradio.FileData"}})
+    assert "event: complete" in answer, answer
+    assert stand_in.calls == 1

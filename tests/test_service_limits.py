@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipelines.request import MorphRequest
@@ -45,12 +47,19 @@ def test_each_walk_takes_its_own_prompts_and_options() -> None:
     assert (direction.walk, direction.scale, direction.frames) == ("direction", (-1.0, 2.5), 5)
     # what an endpoint takes comes from the request's declaration, per walk
     names = {walk: [item.name for item in inputs_for(walk)] for walk in PROMPTS}
-    assert names["chain"] == [
+    # the first release's parameters keep their places (positional callers keep working) ...
+    assert names["chain"][:14] == [
         "prompt_a", "prompt_b", "more_prompts", "negative_prompt", "seeds", "frames", "steps",
         "guidance", "size", "interp", "spacing", "fps", "loop", "model",
     ]
     assert "grid" in names["grid"] and "frames" not in names["grid"] and "prompt_d" in names["grid"]
     assert "scale" in names["direction"] and "interp" not in names["direction"]
+    # ... and the pictures come last, one per key that is shown (a direction's B and C only steer)
+    assert names["chain"][-2:] == ["image_a", "image_b"]
+    assert names["grid"][-4:] == ["image_a", "image_b", "image_c", "image_d"]
+    assert names["direction"][-1:] == ["image_a"] and "image_b" not in names["direction"]
+    for walk, listed in names.items():
+        assert listed.index("model") < listed.index("image_a"), walk
 
 
 def test_api_values_may_come_as_strings_or_numbers() -> None:
@@ -65,7 +74,7 @@ def test_api_values_may_come_as_strings_or_numbers() -> None:
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        ({"prompt_a": "   "}, "prompt A is empty"),
+        ({"prompt_a": "   "}, "prompt A is empty: every keyframe of the chain walk needs a prompt or a picture"),
         ({"prompt_b": ""}, "prompt B is empty"),
         ({"prompt_b": None}, "prompt B is empty"),
         ({"prompt_a": 12}, "prompt A must be text"),
@@ -118,7 +127,7 @@ def test_bad_values_are_refused_with_a_message_naming_them(overrides: dict, need
         ({"grid": "1x3"}, "grid rows must be between 2 and 5"),
         ({"grid": "3"}, "grid must look like 3x3 (rows x columns)"),
         ({"grid": 9}, "grid must look like 3x3"),
-        ({"prompt_d": ""}, "prompt D is empty: every prompt of the grid walk needs some text"),
+        ({"prompt_d": ""}, "prompt D is empty: every keyframe of the grid walk needs a prompt or a picture"),
         ({"prompt_d": None}, "prompt D is empty"),
         ({"more_prompts": "a green star"}, "unknown parameter 'more_prompts' for the grid walk"),
         ({"frames": 9}, "unknown parameter 'frames' for the grid walk"),
@@ -201,3 +210,124 @@ def test_limits_themselves_are_checked() -> None:
     with pytest.raises(ValueError, match="max_grid_side must be at least 2"):
         Limits(max_grid_side=1)
     assert Limits(max_pixels=128 * 128).sizes() == ["64x64", "128x128"]
+
+
+# ---------------------------------------------------------------- pictures as keyframes
+
+def disc(path: Path, size: tuple[int, int] = (64, 64), colour: tuple[int, int, int] = (220, 30, 30)) -> Path:
+    """A disc of `colour` on grey, drawn here (no picture of unknown origin in the tests)."""
+    from PIL import Image, ImageDraw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", size, (128, 128, 128))
+    width, height = size
+    ImageDraw.Draw(image).ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=colour)
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def uploads(tmp_path: Path) -> Path:
+    """Stands for Gradio's upload folder: one sub-folder per upload, as Gradio makes them."""
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    return folder
+
+
+def picture_form(uploads: Path | None, walk: str = "chain", **overrides):
+    return check_form(LIMITS, MODELS, walk, uploads=uploads, **{**PROMPTS[walk], **overrides})
+
+
+def test_an_uploaded_picture_with_no_prompt_becomes_an_image_key(uploads: Path) -> None:
+    picture = disc(uploads / "3f2a" / "disc.png")
+    request = picture_form(uploads, prompt_a="", image_a=str(picture)).request
+    assert request.prompts == (f"image:{picture.resolve()}|", "a blue square")
+    # the prompt, when given, describes the picture
+    described = picture_form(uploads, prompt_b=" a red disc ", image_b=str(picture)).request
+    assert described.prompts == ("a red circle", f"image:{picture.resolve()}|a red disc")
+
+
+def test_a_gradio_file_payload_is_taken_by_its_path(uploads: Path) -> None:
+    """With preprocessing off, the handlers receive Gradio's FileData dicts, not plain paths."""
+    picture = disc(uploads / "9c" / "odd.png", size=(37, 53))  # any size: fitted later by the engine
+    payload = {"path": str(picture), "url": None, "orig_name": "odd.png", "meta": {"_type": "gradio.FileData"}}
+    request = picture_form(uploads, "grid", prompt_d=None, image_d=payload).request
+    assert request.prompts[3] == f"image:{picture.resolve()}|"
+    assert request.prompts[:3] == ("a red circle", "a blue circle", "a red square")
+
+
+@pytest.mark.parametrize("where", ["outside", "dotdot", "symlink", "no_uploads_folder"])
+def test_a_picture_outside_the_upload_folder_is_refused(uploads: Path, tmp_path: Path, where: str) -> None:
+    outside = disc(tmp_path / "elsewhere" / "disc.png")
+    path = {
+        "outside": str(outside),
+        "dotdot": str(uploads / ".." / "elsewhere" / "disc.png"),
+        "symlink": str(uploads / "link.png"),
+        "no_uploads_folder": str(disc(uploads / "1" / "disc.png")),
+    }[where]
+    if where == "symlink":
+        (uploads / "link.png").symlink_to(outside)
+    folder = None if where == "no_uploads_folder" else uploads
+    with pytest.raises(LimitError, match=r"^picture A: only pictures uploaded to this server are read\.$"):
+        picture_form(folder, image_a=path)
+    with pytest.raises(LimitError, match="only pictures uploaded to this server are read"):
+        picture_form(folder, image_a={"path": path, "meta": {"_type": "gradio.FileData"}})
+
+
+@pytest.mark.parametrize("typed", ["image:/etc/passwd", "image:disc.png|a red disc", "  image:/tmp/x.png  "])
+def test_a_picture_typed_as_text_is_refused(uploads: Path, typed: str) -> None:
+    with pytest.raises(LimitError, match=r"prompt A: pictures are uploaded, not typed as image:PATH"):
+        picture_form(uploads, prompt_a=typed)
+    with pytest.raises(LimitError, match=r"prompt D: pictures are uploaded, not typed"):
+        picture_form(uploads, more_prompts=f"a green star\n{typed}")
+    with pytest.raises(LimitError, match=r"prompt B: pictures are uploaded, not typed"):  # even beside a picture
+        picture_form(uploads, prompt_b=typed, image_b=str(disc(uploads / "2" / "disc.png")))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("notes.png", b"hello, not a picture", "picture A: image 'notes.png' is not a picture PIL can read"),
+        ("notes.txt", b"hello", "picture A: image 'notes.txt' is not a picture"),
+        ("cut.png", None, "picture A: image 'cut.png' could not be decoded"),
+        ("anim.gif", "gif", "picture A: image 'anim.gif' is GIF; use PNG, JPEG or WebP"),
+        ("gone.png", "missing", "picture A: image 'gone.png': no such file"),
+    ],
+)
+def test_an_unreadable_upload_is_refused_naming_the_file(uploads: Path, name: str, content, needle: str) -> None:
+    from PIL import Image
+
+    path = uploads / "7e" / name
+    path.parent.mkdir()
+    if content is None:  # a PNG cut short in its pixel data
+        whole = disc(uploads / "whole.png", size=(96, 96)).read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+    elif content == "gif":
+        Image.new("RGB", (8, 8), (255, 0, 0)).save(path)
+    elif content != "missing":
+        path.write_bytes(content)
+    with pytest.raises(LimitError) as caught:
+        picture_form(uploads, image_a=str(path))
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_picture_payload_that_is_not_a_file_is_refused(uploads: Path) -> None:
+    with pytest.raises(LimitError, match="picture A must be an uploaded picture file; got int"):
+        picture_form(uploads, image_a=12)
+    with pytest.raises(LimitError, match="picture B must be an uploaded picture file; got dict"):
+        picture_form(uploads, image_b={"url": "https://example.com/x.png"})
+
+
+def test_an_empty_picture_means_none(uploads: Path) -> None:
+    assert picture_form(uploads, image_a=None, image_b="").request.prompts == ("a red circle", "a blue square")
+    with pytest.raises(LimitError, match="prompt A is empty: every keyframe of the chain walk needs a prompt or a "
+                                         "picture"):
+        picture_form(uploads, prompt_a="", image_a=None)
+
+
+def test_a_direction_takes_a_picture_for_its_start_only(uploads: Path) -> None:
+    picture = disc(uploads / "5" / "disc.png")
+    request = picture_form(uploads, "direction", prompt_a="", image_a=str(picture)).request
+    assert request.prompts[0] == f"image:{picture.resolve()}|"
+    with pytest.raises(LimitError, match="unknown parameter 'image_b' for the direction walk"):
+        picture_form(uploads, "direction", image_b=str(picture))

@@ -107,7 +107,19 @@ class StandInMorpher:
     def manifest(self, request, frames, timings) -> dict:
         request = self.resolve(request)
         return {"walk": request.walk, "prompts": list(request.prompts), "model": self.model.name,
-                "frames": [{"index": frame.index, **frame.point.as_dict()} for frame in frames]}
+                "frames": [{"index": frame.index, **frame.point.as_dict()} for frame in frames],
+                "path": stand_in_path_record(len(frames), len(request.prompts))}
+
+
+def stand_in_path_record(frames: int, keys: int) -> dict:
+    """A made-up `path` record (`pipelines.inspect.path_record`'s fields): enough for the page's path plot."""
+    return {
+        "noise_interp": "slerp", "noise_norm": [1.0] * frames, "noise_norm_lerp": [0.8] * frames,
+        "embed_norm": [1.0] * frames, "gap": [10.0] * max(frames - 1, 0), "cuts": [], "cut_factor": 3.0,
+        "nearest": [[{"prompt": "a red circle", "cosine": 0.9}] for _ in range(frames)],
+        "map": {"frames": [[float(index), 0.0] for index in range(frames)],
+                "keys": [[float(index), 1.0] for index in range(keys)], "landmarks": {"a red circle": [0.0, 0.5]}},
+    }
 
 
 def values(walk: str = "chain", **overrides) -> dict:
@@ -324,3 +336,61 @@ def test_jobs_from_many_threads_never_overlap_on_one_model() -> None:
         thread.join(WAIT_S)
     assert results == ["done"] * 4
     assert stand_in.calls == 4 and stand_in.most_active == 1
+
+
+# ---------------------------------------------------------------- pictures as keyframes
+
+def test_a_picture_key_morph_runs_on_the_tiny_model(morpher, tmp_path: Path) -> None:
+    """An uploaded picture with no prompt is key A: the engine inverts it and reports how close it came back."""
+    from test_service_limits import disc
+
+    uploads = tmp_path / "uploads"
+    picture = disc(uploads / "c0ffee" / "disc.png", size=(48, 40))
+    runner = Runner({"tiny": morpher}, LIMITS, uploads=uploads)
+    updates = runner.updates("chain", values(prompt_a="", image_a=str(picture), frames=3, steps=3, size="32x32"))
+    done = advance_until(updates, lambda update: update.kind == "done")[-1]
+    assert len(done.gallery) == 3
+    record = json.loads(done.files["manifest"].read_text())
+    assert record["prompts"][0] == f"image:{picture.resolve()}|"
+    key = record["keys"][0]
+    assert key["kind"] == "image" and key["file"] == "disc.png" and key["prompt"] == ""
+    assert key["crop"] == [4, 0, 44, 40] and len(key["sha256_16"]) == 16  # 48x40: its centre 40x40, for 32x32
+    assert set(key["reconstruction"]) >= {"psnr_vs_input_db", "psnr_vs_vae_round_trip_db", "vae_round_trip_psnr_db",
+                                          "within_tolerance"}
+    assert record["keys"][1]["kind"] == "prompt"
+    assert list(updates) == []
+
+
+@pytest.mark.parametrize(
+    ("picture", "needle"),
+    [
+        ("outside", "picture A: only pictures uploaded to this server are read."),
+        ("notes", "picture A: image 'notes.png' is not a picture PIL can read"),
+    ],
+)
+def test_a_bad_picture_is_refused_before_any_work(tmp_path: Path, picture: str, needle: str) -> None:
+    from test_service_limits import disc
+
+    uploads = tmp_path / "uploads"
+    if picture == "outside":
+        path = disc(tmp_path / "elsewhere" / "disc.png")
+    else:
+        path = uploads / "1" / "notes.png"
+        path.parent.mkdir(parents=True)
+        path.write_text("not a picture")
+    stand_in = StandInMorpher("m")
+    updates = Runner({"m": stand_in}, LIMITS, uploads=uploads).updates("chain", values(image_a=str(path)))
+    with pytest.raises(LimitError) as caught:
+        next(updates)
+    assert needle in str(caught.value)
+    assert stand_in.calls == 0
+
+
+def test_a_runner_without_an_upload_folder_reads_no_picture(tmp_path: Path) -> None:
+    from test_service_limits import disc
+
+    picture = disc(tmp_path / "disc.png")
+    stand_in = StandInMorpher("m")
+    with pytest.raises(LimitError, match="only pictures uploaded to this server are read"):
+        next(Runner({"m": stand_in}, LIMITS).updates("chain", values(image_a=str(picture))))
+    assert stand_in.calls == 0
