@@ -38,6 +38,7 @@ TEXT = {
     "fps": [("12", 12.0), ("2.5", 2.5)],
     "loop": [("true", True), ("False", False), (True, True), (0, False)],
     "noise_interp": [("lerp", "lerp")],
+    "attention": [("interpolate", "interpolate")],
     "batch_size": [("2", 2), (None, None)],
 }
 # A bad text form of each option; parsing it, or checking a request holding it, must name the field.
@@ -56,6 +57,7 @@ BAD = {
     "fps": "0",
     "loop": "maybe",
     "noise_interp": "cubic",
+    "attention": "sideways",
     "batch_size": "0",
 }
 

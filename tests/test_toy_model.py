@@ -92,7 +92,8 @@ def test_held_out_colour_shape_pairs_render_anyway(bundled):
 
 
 def test_red_to_blue_morph_moves_the_hue_monotonically(bundled):
-    from pipelines.morph import MorphRequest, Morpher
+    from pipelines.engine import Morpher
+    from pipelines.request import MorphRequest
 
     request = MorphRequest(prompts=("a large red circle", "a large blue circle"), seeds=(0,), frames=9)
     frames = Morpher(bundled).render(request).frames
