@@ -79,9 +79,12 @@ MODELS: dict[str, ModelSpec] = {
         # No attention at 16x16 (the UNet's costliest part on CPU: 3.3 -> 2.0 s a step of 32);
         # the text sets colours and layout, which the 8x8 and 4x4 levels carry.
         unet_attention=(False, True, True), image_pool=True,
+        # Step counts sized so the whole run fits about 150 minutes on a 2-core CPU that is
+        # busy with other work too (one thread each; measured: VAE 1.1-2.3 s a step, UNet
+        # 1.6-2.6 s a step of 32 under that load).
         train=TrainConfig(model="scenes", threads=1, vae_steps=800, vae_batch=8, vae_bf16=False,
-                          decoder_steps=400, dataset_size=20_000, unet_steps=2400, unet_batch=32,
-                          unet_lr=5e-4),
+                          decoder_steps=400, dataset_size=20_000, unet_steps=1600, unet_batch=32,
+                          unet_lr=5e-4, checkpoint_every=200),
     ),
 }
 
