@@ -45,7 +45,7 @@ INTRO = {
     "With A = a red circle, B = a red square, C = a blue square, the circle keeps its shape and turns blue.",
 }
 # Prompts the bundled shapes model knows (coloured shapes on plain backgrounds).
-EXAMPLES = {
+SHAPE_EXAMPLES = {
     "chain": [
         ["a red circle", "a blue square"],
         ["a small yellow star", "a large purple triangle"],
@@ -56,6 +56,25 @@ EXAMPLES = {
     "grid": [["a red circle", "a blue circle", "a red square", "a blue square"]],
     "direction": [["a red circle", "a red square", "a blue square"]],
 }
+# Landscapes: what the bundled scenes model knows, and what any real model draws.
+SCENE_EXAMPLES = {
+    "chain": [
+        ["a sunset over the ocean", "a sunrise over mountains"],
+        ["a foggy forest at dawn", "green hills under a clear sky at noon"],
+        ["the desert at noon", "snowy mountains at night"],
+        ["a city skyline at dusk", "a calm lake in the morning"],
+    ],
+    "grid": [["the ocean at noon", "the ocean at night", "the desert at noon", "the desert at night"]],
+    "direction": [["a forest at noon", "hills at noon", "hills at sunset"]],
+}
+EXAMPLES = {"bundled:shapes64": SHAPE_EXAMPLES, "tiny": SHAPE_EXAMPLES}
+
+
+def examples_for(model_name: str) -> dict[str, list[list[str]]]:
+    """The examples under the page for the first model offered."""
+    return EXAMPLES.get(model_name, SCENE_EXAMPLES)
+
+
 # small frames (64x64) are shown scaled up with hard pixel edges, not blurred
 CSS = """
 .morph-main img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
@@ -239,7 +258,7 @@ def build_demo(
 
     runner = Runner(morphers, limits, uploads=Path(get_upload_folder()))
     default_size = widgets.native_size(next(iter(morphers.values())), limits)
-    chosen = EXAMPLES if examples is None else examples
+    chosen = examples_for(runner.model_names[0]) if examples is None else examples
     with gr.Blocks(title=TITLE, delete_cache=(min(600, cache_s), cache_s)) as demo:
         gr.Markdown(f"# {TITLE}")
         with gr.Tabs():
