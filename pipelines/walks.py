@@ -68,6 +68,9 @@ class Walk:
     still: ClassVar[str] = "strip"  # what a .png output is: "strip" or "grid"
     outputs: ClassVar[tuple[str, ...]] = ("gif", "strip", "mp4", "manifest")  # what the service returns
     reads: ClassVar[tuple[str, ...]] = ()  # the walk-specific request options it uses (Option.per_walk)
+    endpoint: ClassVar[str]  # the service's API name for it (and its tab's id)
+    title: ClassVar[str]  # its tab's title
+    description: ClassVar[str]  # one paragraph for its tab
 
     def check(self, request: "MorphRequest") -> None:
         """Raise ValueError for what this walk cannot do."""
@@ -141,6 +144,9 @@ class ChainWalk(PathWalk):
     slots = (Slot("prompt_a", "Prompt A"), Slot("prompt_b", "Prompt B"))
     more_keys = True
     reads = ("frames", "interp", "spacing", "loop", "noise_interp", "attention")
+    endpoint, title = "morph", "Morph (chain)"  # "/morph": the first endpoint, kept for its clients
+    description = ("Type two prompts (or more), press **Render**: the frames walk the model's latent space "
+                   "from one prompt to the next, with the seed noise slerped between keyframes.")
 
     def check(self, request: "MorphRequest") -> None:
         super().check(request)
@@ -176,6 +182,10 @@ class DirectionWalk(PathWalk):
     slots = (Slot("prompt_a", "Prompt A (start)"), Slot("prompt_b", "Prompt B (from)"),
              Slot("prompt_c", "Prompt C (to)"))
     reads = ("frames", "scale", "spacing")
+    endpoint, title = "direction", "Direction"
+    description = ("A direction in prompt space: frames render A + s (C - B) on A's seed, for s from start to "
+                   "end. With A = a red circle, B = a red square, C = a blue square, the circle keeps its shape "
+                   "and turns blue.")
 
     def check(self, request: "MorphRequest") -> None:
         super().check(request)
@@ -214,6 +224,9 @@ class GridWalk(Walk):
     still = "grid"
     outputs = ("grid", "gif", "mp4", "manifest")
     reads = ("grid", "interp", "noise_interp", "attention")
+    endpoint, title = "grid", "Grid"
+    description = ("Four prompts at the corners of a map: every tile mixes them by its place (slerp along the "
+                   "rows, then down the columns). Neighbouring tiles are neighbours in latent space.")
 
     def check(self, request: "MorphRequest") -> None:
         super().check(request)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from pipelines.walks import WALKS
 from service import widgets
 from service.widgets import status_html
 from service.form import inputs_for
@@ -33,17 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TITLE = "latent morph"
-# The endpoint of each walk (`/morph` keeps its name: existing clients call it).
-ENDPOINTS = {"chain": "morph", "grid": "grid", "direction": "direction"}
-TAB_TITLES = {"chain": "Morph (chain)", "grid": "Grid", "direction": "Direction"}
-INTRO = {
-    "chain": "Type two prompts (or more), press **Render**: the frames walk the model's latent space "
-    "from one prompt to the next, with the seed noise slerped between keyframes.",
-    "grid": "Four prompts at the corners of a map: every tile mixes them by its place (slerp along the rows, "
-    "then down the columns). Neighbouring tiles are neighbours in latent space.",
-    "direction": "A direction in prompt space: frames render A + s (C - B) on A's seed, for s from start to end. "
-    "With A = a red circle, B = a red square, C = a blue square, the circle keeps its shape and turns blue.",
-}
+# Every registered walk gets a tab and an API endpoint (`/morph` for the chain keeps its name).
+ENDPOINTS = {name: walk.endpoint for name, walk in WALKS.items()}
+TAB_TITLES = {name: walk.title for name, walk in WALKS.items()}
+INTRO = {name: walk.description for name, walk in WALKS.items()}
 # Prompts the bundled shapes model knows (coloured shapes on plain backgrounds).
 SHAPE_EXAMPLES = {
     "chain": [
