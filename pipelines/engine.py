@@ -16,14 +16,14 @@ diffusers pipeline's `__call__` does; each stage is a named function elsewhere:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable, Iterator
 
 import torch
 
 from pipelines import manifest as manifests
 from pipelines.cache import FrameCache, frame_key, model_fingerprint
-from pipelines.keys import EncodedKey, ImageKey, TextEmbeds, TextEncoder, keys_for, uses_guidance
+from pipelines.keys import ImageKey, TextEncoder, keys_for, uses_guidance
 from pipelines.loading import LoadedModel
 from pipelines.render import (
     Progress, RenderedFrame, StepProgress, batched, default_batch_size, denoise, step_generators,
@@ -33,29 +33,8 @@ from pipelines.spacing import RenderStats, even_frames
 from pipelines.attention import attention_mixing, interpolated_attention, with_anchors
 from pipelines.inversion import InversionCache, sampler_for_inversion
 from pipelines.recipes import weights
+from pipelines.job import EncodeContext, Job, MorphResult
 from pipelines.walks import Point, PathWalk, Walk, blends, describe, get_walk, nearest_key
-
-
-@dataclass
-class MorphResult:
-    """All frames of a morph and its JSON-ready manifest."""
-
-    frames: list[RenderedFrame]
-    manifest: dict
-
-
-@dataclass
-class Job:
-    """One morph in flight: the request, its walk and keys, and what it has cost so far."""
-
-    request: MorphRequest
-    walk: Walk
-    keys: list  # PromptKey, ... (keys.py)
-    encoded: list[EncodedKey]
-    uncond: TextEmbeds | None
-    batch_size: int
-    progress: Progress
-    stats: RenderStats
 
 
 class Morpher:
@@ -183,7 +162,7 @@ class Morpher:
         # the negative prompt is encoded alongside the first prompt, as in a plain call
         uncond = self.text.negative(keys[0].prompt, request.guidance, request.negative_prompt)
         progress = Progress(0, on_step, should_stop)
-        context = _Context(self.text, self.latent_shape(request), self._dtype(), self.model.device,
+        context = EncodeContext(self.text, self.latent_shape(request), self._dtype(), self.model.device,
                            self.model.pipe, request.steps, self.inversions, progress.check_stop)
         encoded = [key.encode(context) for key in keys]
         batch_size = request.batch_size or default_batch_size(self.model.device, request.width, request.height)
@@ -305,17 +284,3 @@ class Morpher:
     def _dtype(self) -> torch.dtype:
         """The dtype latents are drawn in: the text encoder's output dtype, as in a plain call."""
         return self.model.dtype
-
-
-@dataclass(frozen=True)
-class _Context:
-    """What keys need to encode themselves."""
-
-    text: TextEncoder
-    shape: tuple[int, int, int, int]
-    dtype: torch.dtype
-    device: torch.device
-    pipe: object
-    steps: int
-    inversions: InversionCache
-    check_stop: Callable[[], None]
