@@ -31,6 +31,7 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -52,10 +53,7 @@ from pipelines.engine import Morpher  # noqa: E402
 from pipelines.loading import LoadedModel, load_model  # noqa: E402
 from pipelines.request import MorphRequest  # noqa: E402
 
-START = "<!-- attention-bench:start (written by python -m benchmarks.attention_bench) -->"
-END = "<!-- attention-bench:end -->"
 DOCS = ROOT / "docs"
-RAW = ROOT / "benchmarks" / "attention_bench.json"
 # Held-out pairs: never rendered while the knobs were tuned (tuning used TUNING_PAIRS only).
 HELD_OUT_PAIRS = [
     ("a green circle", "a yellow square"),
@@ -65,6 +63,33 @@ HELD_OUT_PAIRS = [
 ]
 # The pairs the knobs were tuned on: the first half of the smoothness benchmark's pairs.
 TUNING_PAIRS = PAIRS[:4]
+# The landscape model speaks another caption language (pipelines/toy/scenes_data.py); its
+# pairs avoid the time x terrain pairs held out of its training. Nothing was tuned on them.
+SCENES_PAIRS = [
+    ("a sunset over the ocean", "mountains at night"),
+    ("a foggy forest at dawn", "the desert at noon"),
+    ("green hills at noon", "a city skyline at night"),
+    ("a lake in the morning", "snowy mountains at dusk"),
+    ("a sunrise over fields", "the ocean at night"),
+    ("a rainy city at dusk", "sand dunes at sunset"),
+    ("mountains in the morning", "a forest at sunset"),
+    ("the ocean at noon", "hills at dusk"),
+]
+SCENES_HELD_OUT_PAIRS = [
+    ("a sunset over a lake", "a forest at night"),
+    ("the desert at dawn", "snowy mountains at noon"),
+    ("the city at sunset", "hills in the morning"),
+    ("a foggy lake at dawn", "mountains at sunset"),
+]
+
+
+def pair_sets(spec: str | None) -> tuple[list, list]:
+    """(benchmark pairs, held-out pairs) in the caption language of the model `spec` names."""
+    if spec and "scenes" in spec:
+        return SCENES_PAIRS, SCENES_HELD_OUT_PAIRS
+    return PAIRS, HELD_OUT_PAIRS
+
+
 CONFIGS = [("plain", "linear"), ("interpolate", "linear"), ("plain", "even"), ("interpolate", "even")]
 # A gap this many times the morph's median gap is a cut (the issue's definition).
 CUT_FACTOR = 3.0
@@ -256,12 +281,13 @@ def tune(model: LoadedModel, base: MorphRequest, variants: list[dict], spacing: 
 # ---------------------------------------------------------------- the run
 
 
-def morph_list(quick: bool) -> list[tuple[tuple[str, str], tuple[int, int], bool]]:
+def morph_list(spec: str | None, quick: bool) -> list[tuple[tuple[str, str], tuple[int, int], bool]]:
     """(prompts, seeds, held out) of every morph: the smoothness benchmark's, then the held-out ones."""
+    pairs, held_out = pair_sets(spec)
     if quick:
-        return [(PAIRS[0], SEED_PAIRS[0], False), (HELD_OUT_PAIRS[0], SEED_PAIRS[0], True)]
-    return ([(pair, seeds, False) for pair in PAIRS for seeds in SEED_PAIRS]
-            + [(pair, seeds, True) for pair in HELD_OUT_PAIRS for seeds in SEED_PAIRS])
+        return [(pairs[0], SEED_PAIRS[0], False), (held_out[0], SEED_PAIRS[0], True)]
+    return ([(pair, seeds, False) for pair in pairs for seeds in SEED_PAIRS]
+            + [(pair, seeds, True) for pair in held_out for seeds in SEED_PAIRS])
 
 
 def run(model: LoadedModel, base: MorphRequest, morphs, out: Path, header: dict, resume: bool) -> list[dict]:
@@ -436,18 +462,35 @@ def side_by_side_gif(model: LoadedModel, base: MorphRequest, row: dict, spacing:
     write_media(images, path, fps=6.0, loop=True)
 
 
+def outputs(model_name: str) -> dict[str, Any]:
+    """Where one model's results go: the bundled shapes64 without a suffix, any other model with its name."""
+    name = model_name.split(":")[-1]
+    suffix = "" if name == "shapes64" else "_" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
+    tag = f" {suffix[1:]}" if suffix else ""
+    return {
+        "raw": ROOT / "benchmarks" / f"attention_bench{suffix}.json",
+        "gaps": f"docs/attention_gaps{suffix}.png",
+        "gif": f"docs/plain_vs_interpolate{suffix}.gif",
+        "start": f"<!-- attention-bench{tag}:start (written by python -m benchmarks.attention_bench) -->",
+        "end": f"<!-- attention-bench{tag}:end -->",
+        "title": "## Attention interpolation" + (f" ({name})" if suffix else ""),
+    }
+
+
 def markdown(header: dict, rows: list[dict], tuning: list[dict], command: str, gif_spacing: str) -> str:
     m, knobs = header["machine"], header["knobs"]
+    where = outputs(header["model"])
     example = showcase(rows)
     parts = [
-        START,
-        "## Attention interpolation",
+        where["start"],
+        where["title"],
         "",
         f"`{command}` ({m['date']}; {m['cpu']}, {m['cores_usable']} usable cores, {m['torch_threads']} torch "
         f"threads; Python {m['python']}, torch {m['torch']}, diffusers {m['diffusers']}; CPU, float32). Model "
         f"`{header['model']}` (weights {header['fingerprint'][:12]}), {header['size']}, {header['steps']} steps, "
         f"guidance {header['guidance']}, {header['frames']} frames. Knobs (pipelines/attention.py): "
-        + ", ".join(f"{k}={v}" for k, v in knobs.items()) + ". Raw figures: `benchmarks/attention_bench.json`.",
+        + ", ".join(f"{k}={v}" for k, v in knobs.items())
+        + f". Raw figures: `{where['raw'].relative_to(ROOT)}`.",
         "",
         f"{len(rows)} morphs: the smoothness benchmark's {len({tuple(r['prompts']) for r in rows if not r['held_out']})} "
         f"prompt pairs (the first {len(TUNING_PAIRS)} were the tuning pairs) and "
@@ -472,11 +515,11 @@ def markdown(header: dict, rows: list[dict], tuning: list[dict], command: str, g
         "",
         morph_table(rows),
         "",
-        f"![Per-gap curves, plain against interpolate](docs/attention_gaps.png)",
+        f"![Per-gap curves, plain against interpolate]({where['gaps']})",
         "",
         f"Side by side (plain left, interpolate right, {gif_spacing} spacing, {header['frames']} frames), "
         f"{' -> '.join(example['prompts'])}, seeds {' '.join(map(str, example['seeds']))}: "
-        "![plain vs interpolate](docs/plain_vs_interpolate.gif)",
+        f"![plain vs interpolate]({where['gif']})",
         "",
     ]
     if tuning:
@@ -484,7 +527,7 @@ def markdown(header: dict, rows: list[dict], tuning: list[dict], command: str, g
                   f"`python -m benchmarks.attention_bench --tune`: interpolate on the {len(TUNING_PAIRS)} tuning "
                   f"pairs x {len(SEED_PAIRS)} seed pairs, one variant of the knobs at a time (raw: "
                   "`benchmarks/attention_tune_*.json`).", "", tuning_table(tuning), ""]
-    parts.append(END)
+    parts.append(where["end"])
     return "\n".join(parts)
 
 
@@ -512,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=None, help="tune: a Python list of knob dicts (default: the sweep)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a knob")
     parser.add_argument("--gif-spacing", default="linear", choices=("linear", "even"))
-    parser.add_argument("--out", default=None, help="raw json (default benchmarks/attention_bench.json)")
+    parser.add_argument("--out", default=None, help="raw json (default benchmarks/attention_bench[_MODEL].json)")
     parser.add_argument("--resume", action="store_true", help="keep the morphs already in the raw json")
     parser.add_argument("--no-write", action="store_true", help="print only; write no docs or BENCHMARKS.md")
     args = parser.parse_args(argv)
@@ -520,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         set_knob(text)
     model = load(args.model)
     frames = min(args.frames, 8) if args.quick else args.frames
-    base = Morpher(model).resolve(MorphRequest(prompts=PAIRS[0], seeds=SEED_PAIRS[0], frames=frames,
+    base = Morpher(model).resolve(MorphRequest(prompts=pair_sets(args.model)[0][0], seeds=SEED_PAIRS[0], frames=frames,
                                               steps=args.steps))
     if args.tune:
         variants = ast.literal_eval(args.variants) if args.variants else TUNE_VARIANTS
@@ -528,16 +571,18 @@ def main(argv: list[str] | None = None) -> int:
         tune(model, base, variants, args.tune_spacing, out)
         return 0
     Morpher(model).render(replace(base, frames=3, attention="interpolate"))  # warm-up: lazy initialisation
-    out = Path(args.out) if args.out else (RAW if not args.quick and not args.no_write else Path("/tmp/attention_bench_quick.json"))
+    where = outputs(model.name)
+    scratch = Path(tempfile.gettempdir()) / "attention_bench_quick.json"
+    out = Path(args.out) if args.out else scratch if args.quick or args.no_write else where["raw"]
     header = {"model": model.name, "fingerprint": model_fingerprint(model.pipe), "machine": machine(),
               "knobs": knob_state(), "size": f"{base.width}x{base.height}", "steps": base.steps,
               "guidance": base.guidance, "frames": base.frames}
     began = time.perf_counter()
-    rows = run(model, base, morph_list(args.quick), out, header, args.resume)
+    rows = run(model, base, morph_list(args.model, args.quick), out, header, args.resume)
     argv_used = argv if argv is not None else sys.argv[1:]
     command = " ".join(["python -m benchmarks.attention_bench", *argv_used]).strip()
-    tuning = []
-    for spacing in ("linear", "even"):
+    tuning = []  # the sweep ran on the bundled model's tuning pairs only
+    for spacing in ("linear", "even") if not args.model or args.model.endswith("shapes64") else ():
         path = ROOT / "benchmarks" / f"attention_tune_{spacing}.json"
         if path.exists():
             tuning += json.loads(path.read_text())
@@ -546,18 +591,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wall time {time.perf_counter() - began:.0f} s", file=sys.stderr)
     if not args.no_write:
         DOCS.mkdir(exist_ok=True)
-        plot_gaps(showcase(rows), DOCS / "attention_gaps.png")
-        side_by_side_gif(model, base, showcase(rows), args.gif_spacing, DOCS / "plain_vs_interpolate.gif")
-        write_markdown_section(ROOT / "BENCHMARKS.md", section)
+        plot_gaps(showcase(rows), ROOT / where["gaps"])
+        side_by_side_gif(model, base, showcase(rows), args.gif_spacing, ROOT / where["gif"])
+        write_markdown_section(ROOT / "BENCHMARKS.md", section, where["start"], where["end"])
     return 0
 
 
-def write_markdown_section(path: Path, section: str) -> None:
+def write_markdown_section(path: Path, section: str, start: str, end: str) -> None:
     """Replace this benchmark's part of BENCHMARKS.md; the first time, put it before the load test (or at the end)."""
     text = path.read_text()
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end, 1)[1]
     elif "\n## Load test" in text:
         head, tail = text.split("\n## Load test", 1)
         text = head.rstrip("\n") + "\n\n" + section + "\n\n## Load test" + tail

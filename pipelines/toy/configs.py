@@ -83,7 +83,7 @@ MODELS: dict[str, ModelSpec] = {
         # busy with other work too (one thread each; measured: VAE 1.1-2.3 s a step, UNet
         # 1.6-2.6 s a step of 32 under that load).
         train=TrainConfig(model="scenes", threads=1, vae_steps=800, vae_batch=8, vae_bf16=False,
-                          decoder_steps=400, dataset_size=20_000, unet_steps=1600, unet_batch=32,
+                          decoder_steps=400, dataset_size=20_000, unet_steps=5600, unet_batch=32,
                           unet_lr=5e-4, checkpoint_every=200),
     ),
 }
