@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import NoReturn, Sequence
 
+from pipelines.loading import BUNDLED_MODELS
 from pipelines.media import SUPPORTED_SUFFIXES, Film, check_suffix, format_for, write
 from pipelines.request import MorphRequest, default_of, format_value, options, parse_option
 
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("prompts", nargs="+", metavar="PROMPT", help="the keyframes, in the walk's order")
     add_request_options(parser)
     parser.add_argument("--model", default=None, metavar="SPEC",
-                        help="shapes64, hub id, diffusers folder, .safetensors file or tiny (the bundled model)")
+                        help=f"a bundled model ({', '.join(BUNDLED_MODELS)}), hub id, diffusers folder, "
+                        ".safetensors file or tiny (default: the first bundled model this checkout has)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     parser.add_argument(
         "--out", action="append", default=None, metavar="PATH",

@@ -28,11 +28,11 @@ import torch
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
-# The models shipped in the repo, by the name `--model` takes; the first present one is the default.
-BUNDLED_MODELS = {"shapes64": Path(__file__).parent / "toy" / "shapes64",
-                  "scenes": Path(__file__).parent / "toy" / "scenes"}
-BUNDLED_DIR = BUNDLED_MODELS["shapes64"]  # the default model's folder
-BUNDLED_NAME = "bundled:shapes64"
+# The models shipped in the repo, by the name `--model` takes; the first one present in this
+# checkout is the default (the landscapes, then the shapes: a checkout without the scenes
+# weights still starts offline).
+BUNDLED_MODELS = {"scenes": Path(__file__).parent / "toy" / "scenes",
+                  "shapes64": Path(__file__).parent / "toy" / "shapes64"}
 TINY_NAME = "tiny"
 SAFETY_CHECKER_REPO = "CompVis/stable-diffusion-safety-checker"
 # A hub id: "name" or "owner/name" made of letters, digits, '-', '_' and '.'.
@@ -47,7 +47,7 @@ class LoadedModel:
     """A loaded pipeline and what the manifest records about it."""
 
     pipe: "DiffusionPipeline"  # StableDiffusionPipeline (or SDXL), progress bar disabled
-    name: str  # hub id, folder name, 'bundled:shapes64' or 'tiny'
+    name: str  # hub id, folder name, 'bundled:<name>' (scenes, shapes64) or 'tiny'
     device: torch.device
     dtype: torch.dtype
 
@@ -56,10 +56,16 @@ class ModelLoadError(Exception):
     """A model could not be loaded; the message is one sentence meant for the user."""
 
 
+def bundled_present() -> list[str]:
+    """The bundled models this checkout has weights for, the default first."""
+    return [name for name, folder in BUNDLED_MODELS.items() if (folder / "model_index.json").is_file()]
+
+
 def default_model_spec() -> str:
-    """The bundled offline model if it is present, else the tiny model (built on first use)."""
-    if (BUNDLED_DIR / "model_index.json").is_file():
-        return str(BUNDLED_DIR)
+    """The first bundled model present, else the tiny model (built on first use)."""
+    present = bundled_present()
+    if present:
+        return str(BUNDLED_MODELS[present[0]])
     from pipelines.tiny import ensure_tiny_model  # imports diffusers: only when needed
 
     return str(ensure_tiny_model())
@@ -67,7 +73,7 @@ def default_model_spec() -> str:
 
 def bundled_folder(name: str) -> str:
     """The folder of a bundled model by name, or ModelLoadError when this checkout lacks it."""
-    folder = BUNDLED_DIR if name == "shapes64" else BUNDLED_MODELS[name]
+    folder = BUNDLED_MODELS[name]
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(
             f"The bundled model '{name}' is not in this checkout ({folder} has no model_index.json); "
@@ -152,8 +158,6 @@ def model_name(spec: str, kind: str) -> str:
     from pipelines.tiny import tiny_model_dir
 
     path = Path(spec).expanduser().resolve()
-    if path == BUNDLED_DIR.resolve():
-        return BUNDLED_NAME
     for name, folder in BUNDLED_MODELS.items():
         if path == folder.resolve():
             return f"bundled:{name}"

@@ -26,16 +26,17 @@ BUNDLED_ALIASES = ("bundled", "default")
 
 
 def load_morphers(config: ServiceConfig) -> dict:
-    """Model name -> Morpher, for every spec in the allow-list (the default model when none).
+    """Model name -> Morpher, for every spec in the allow-list (the bundled models when none).
 
     The Morphers share one frame cache (keys include the model's fingerprint), whose
     folder is the CLI's too: a morph someone already rendered comes back without denoising.
     """
     from pipelines.cache import default_frame_cache
-    from pipelines.loading import default_model_spec, load_model
+    from pipelines.loading import bundled_present, default_model_spec, load_model
     from pipelines.engine import Morpher
 
-    specs = config.models or (None,)
+    # No allow-list: every bundled model this checkout has (the page's menu), the default first.
+    specs = config.models or tuple(bundled_present()) or (None,)
     frame_cache = default_frame_cache(config.frame_cache_mb)
     morphers = {}
     for spec in specs:

@@ -28,7 +28,7 @@ class ServiceConfig:
 
     host: str = "127.0.0.1"
     port: int = 7860
-    models: tuple[str, ...] = ()  # model specs; empty = the default (bundled) model only
+    models: tuple[str, ...] = ()  # model specs; empty = every bundled model present, the default first
     device: str = "auto"
     limits: Limits = Limits()
     auth: tuple[str, str] | None = None

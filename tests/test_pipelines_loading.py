@@ -94,14 +94,25 @@ def test_a_folder_loads_through_from_pretrained(tiny_model, tiny_model_dir: Path
 
 
 def test_tiny_alias_and_default_use_the_cached_tiny_model(tiny_model_dir: Path, monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(loading, "BUNDLED_DIR", tmp_path / "no-bundle")
+    missing = {"scenes": tmp_path / "no-scenes", "shapes64": tmp_path / "no-shapes"}
+    monkeypatch.setattr(loading, "BUNDLED_MODELS", missing)
     assert Path(loading.default_model_spec()) == tiny_model_dir
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    (bundle / "model_index.json").write_text("{}")
-    monkeypatch.setattr(loading, "BUNDLED_DIR", bundle)
-    assert loading.default_model_spec() == str(bundle)
-    assert loading.model_name(str(bundle), "folder") == loading.BUNDLED_NAME
+    with pytest.raises(loading.ModelLoadError, match="'scenes' is not in this checkout"):
+        loading.bundled_folder("scenes")
+
+
+def test_the_first_bundled_model_present_is_the_default(monkeypatch, tmp_path) -> None:
+    folders = {"scenes": tmp_path / "scenes", "shapes64": tmp_path / "shapes64"}
+    monkeypatch.setattr(loading, "BUNDLED_MODELS", folders)
+    folders["shapes64"].mkdir()
+    (folders["shapes64"] / "model_index.json").write_text("{}")
+    assert loading.default_model_spec() == str(folders["shapes64"])  # a checkout without the scenes weights
+    folders["scenes"].mkdir()
+    (folders["scenes"] / "model_index.json").write_text("{}")
+    assert loading.bundled_present() == ["scenes", "shapes64"]
+    assert loading.default_model_spec() == str(folders["scenes"])
+    assert loading.model_name(str(folders["scenes"]), "folder") == "bundled:scenes"
+    assert loading.model_name(str(folders["shapes64"]), "folder") == "bundled:shapes64"
 
 
 def test_safety_checker_is_dropped_unless_kept() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.loading import BUNDLED_DIR, default_model_spec, load_model
+from pipelines.loading import BUNDLED_MODELS, bundled_present, load_model
 from pipelines.toy import evaluate
 from pipelines.toy.dataset import COLOURS, HELD_OUT, PATTERNS, SHAPES, render_scene, sample_scene
 from pipelines.toy.measure import hue_progress, read_scene
@@ -25,7 +25,7 @@ from pipelines.toy.measure import hue_progress, read_scene
 SEEDS = [0, 1, 2]
 # Targets from the model's specification (the model card reports the measured rates).
 COLOUR_TARGET, SHAPE_TARGET = 0.90, 0.75
-MODEL_UNDER_TEST = Path(os.environ.get("TOY_MODEL_UNDER_TEST") or BUNDLED_DIR)
+MODEL_UNDER_TEST = Path(os.environ.get("TOY_MODEL_UNDER_TEST") or BUNDLED_MODELS["shapes64"])
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def test_measurements_read_the_procedural_scenes_exactly():
     assert all(r.shape == s.shape for r, s in zip(readings, scenes))
 
 
-def test_bundled_model_is_the_default_and_a_standard_diffusers_folder():
-    assert Path(default_model_spec()) == BUNDLED_DIR
+def test_bundled_model_ships_as_a_standard_diffusers_folder():
+    assert "shapes64" in bundled_present()
     index = json.loads((MODEL_UNDER_TEST / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     for part in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
