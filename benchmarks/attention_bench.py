@@ -52,13 +52,15 @@ from pipelines.request import MorphRequest  # noqa: E402
 # ---------------------------------------------------------------- the run
 
 
-def morph_list(spec: str | None, quick: bool) -> list[tuple[tuple[str, str], tuple[int, int], bool]]:
+def morph_list(spec: str | None, quick: bool, seed_pairs: int = len(SEED_PAIRS)
+               ) -> list[tuple[tuple[str, str], tuple[int, int], bool]]:
     """(prompts, seeds, held out) of every morph: the smoothness benchmark's, then the held-out ones."""
     pairs, held_out = pair_sets(spec)
     if quick:
         return [(pairs[0], SEED_PAIRS[0], False), (held_out[0], SEED_PAIRS[0], True)]
-    return ([(pair, seeds, False) for pair in pairs for seeds in SEED_PAIRS]
-            + [(pair, seeds, True) for pair in held_out for seeds in SEED_PAIRS])
+    seeds_used = SEED_PAIRS[:seed_pairs]
+    return ([(pair, seeds, False) for pair in pairs for seeds in seeds_used]
+            + [(pair, seeds, True) for pair in held_out for seeds in seeds_used])
 
 
 def run(model: LoadedModel, base: MorphRequest, morphs, out: Path, header: dict, resume: bool) -> list[dict]:
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a knob")
     parser.add_argument("--gif-spacing", default="linear", choices=("linear", "even"))
     parser.add_argument("--out", default=None, help="raw json (default benchmarks/attention_bench[_MODEL].json)")
+    parser.add_argument("--seed-pairs", type=int, default=len(SEED_PAIRS), choices=range(1, len(SEED_PAIRS) + 1),
+                        help="seed pairs per prompt pair (fewer: a shorter run)")
     parser.add_argument("--resume", action="store_true", help="keep the morphs already in the raw json")
     parser.add_argument("--no-write", action="store_true", help="print only; write no docs or BENCHMARKS.md")
     args = parser.parse_args(argv)
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
               "knobs": knob_state(), "size": f"{base.width}x{base.height}", "steps": base.steps,
               "guidance": base.guidance, "frames": base.frames}
     began = time.perf_counter()
-    rows = run(model, base, morph_list(args.model, args.quick), out, header, args.resume)
+    rows = run(model, base, morph_list(args.model, args.quick, args.seed_pairs), out, header, args.resume)
     argv_used = argv if argv is not None else sys.argv[1:]
     command = " ".join(["python -m benchmarks.attention_bench", *argv_used]).strip()
     tuning = []  # the sweep ran on the bundled model's tuning pairs only

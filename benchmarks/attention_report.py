@@ -193,6 +193,8 @@ def markdown(header: dict, rows: list[dict], tuning: list[dict], command: str, g
     m, knobs = header["machine"], header["knobs"]
     where = outputs(header["model"])
     example = showcase(rows)
+    tuned = (f"the smoothness benchmark's; the first {len(TUNING_PAIRS)} were the tuning pairs" if tuning
+             else "none of them used in tuning the knobs")
     parts = [
         where["start"],
         where["title"],
@@ -204,10 +206,11 @@ def markdown(header: dict, rows: list[dict], tuning: list[dict], command: str, g
         + ", ".join(f"{k}={v}" for k, v in knobs.items())
         + f". Raw figures: `{where['raw'].relative_to(ROOT)}`.",
         "",
-        f"{len(rows)} morphs: the smoothness benchmark's {len({tuple(r['prompts']) for r in rows if not r['held_out']})} "
-        f"prompt pairs (the first {len(TUNING_PAIRS)} were the tuning pairs) and "
+        f"{len(rows)} morphs: {len({tuple(r['prompts']) for r in rows if not r['held_out']})} benchmark "
+        f"prompt pairs ({tuned}) and "
         f"{len({tuple(r['prompts']) for r in rows if r['held_out']})} held-out pairs, each with seed pairs "
-        f"{', '.join(' '.join(map(str, s)) for s in SEED_PAIRS)}; every configuration rendered from an empty frame "
+        f"{', '.join(' '.join(map(str, s)) for s in sorted({tuple(r['seeds']) for r in rows}))}; every "
+        "configuration rendered from an empty frame "
         "cache in the same run. J = largest gap / mean gap on pixel RMSE; a cut is a gap over "
         f"{CUT_FACTOR:g}x the morph's median gap; 1 - Gini of the gaps (AID's smoothness; 1 is even); R = path "
         "length / keyframe distance; endpoint PSNR of the first and last frames against plain `pipe(prompt=...)` "

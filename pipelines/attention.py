@@ -36,21 +36,32 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 
+# Defaults chosen by `python -m benchmarks.attention_bench --tune` (8 tuning morphs on shapes64,
+# 16 frames, linear spacing; plain attention there: median J 3.62, worst 4.29, 7 cuts). AID's
+# fused inner interpolation on both layers and both halves gave 3.37 / 4.72 / 9 cuts; the
+# defaults below gave 2.06 / 2.56 / 3 cuts, the best of the 16 variants tried.
+
 # Keep the frame's own keys and values beside the anchors' (AID's "fused"); False replaces them
 # by the anchors' interpolation, which ties the frame harder to its keyframes.
 FUSED = True
 # Outer interpolation (AID): attend to each anchor separately and mix the outputs by the weights,
 # instead of attending to the weighted mix of the anchors' keys and values (inner).
+# Alone it did worse than inner (3.35 / 5.36 / 9 cuts).
 OUTER = False
 # Outer interpolation with the anchors' own queries too: the frame's attention output is the
-# weighted mix of its anchors' outputs (feature injection), its own queries unused.
-ANCHOR_QUERIES = False
+# weighted mix of its anchors' outputs (feature injection), its own queries unused. On the
+# self-attention layers only, this is what keeps a frame on the path between its keyframes.
+ANCHOR_QUERIES = True
 # The attention layers that see the anchors: "self" (image features), "cross" (prompt features).
-LAYERS: tuple[str, ...] = ("self", "cross")
-# The classifier-free-guidance halves that mix: "cond" only (as AID does) or both.
-HALVES = "both"
+# The prompt side already moves with t through the interpolated embeddings.
+LAYERS: tuple[str, ...] = ("self",)
+# The classifier-free-guidance halves that mix: "cond" only (as AID does) or both. Mixing the
+# unconditional half too pulled every frame towards the anchors' shared layout (median J 3.37
+# against 2.45 with "cond").
+HALVES = "cond"
 # Inject the anchors while the denoising progress (1 - timestep / NOISE_LEVELS) is in
 # [INJECT_FROM, INJECT_UNTIL); 0 and 1 are every step. Outside, plain attention.
+# Early-only injection (DiffMorpher / FreeMorph) left the cuts in (until 0.5: 3.23 / 5.08 / 12).
 INJECT_FROM = 0.0
 INJECT_UNTIL = 1.0
 # The anchors' tokens' attention weights are multiplied by this (their logits get + log of it),
