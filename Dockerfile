@@ -1,5 +1,6 @@
 # latent morph web service: the Gradio page and API on 0.0.0.0:7860, bundled model, CPU torch.
 # GPU variant (see README): docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 ...
+# The same image is a Ray node for `--backend ray` (README: Serving on Ray): ray[serve] comes with requirements.txt.
 FROM python:3.11-slim-bookworm
 
 ARG TORCH_VERSION=2.13.0

@@ -2,6 +2,7 @@
 
     python -m service                       # bundled model, http://127.0.0.1:7860
     python -m service --host 0.0.0.0 --port 8000 --model stabilityai/sd-turbo --model bundled
+    python -m service --backend ray --replicas 2   # renders on 2 Ray Serve replicas (README: Serving on Ray)
     LATENT_MORPH_AUTH=ann:secret python -m service
 
 See `python -m service --help` for every flag and its environment variable.
@@ -50,16 +51,42 @@ def load_morphers(config: ServiceConfig) -> dict:
     return morphers
 
 
+def deploy_remote(config: ServiceConfig) -> dict:
+    """Model name -> RemoteMorpher: each model on its own Ray Serve replicas (`--backend ray`).
+
+    The replicas share the frame cache folder this process would use (on a cluster,
+    mount it at the same path on every node).
+    """
+    from pipelines.cache import default_cache_dir
+    from service.backends import BackendUnavailable
+
+    try:
+        from service.backends.ray_serve import connect, deploy
+    except ImportError as error:
+        raise BackendUnavailable(f"--backend ray needs ray[serve] (pip install -r requirements.txt): {error}") from None
+
+    gcs_address = connect(config.backend)
+    remotes: dict = {}
+    for index, spec in enumerate(config.models or (None,)):
+        resolved = None if spec in (None, *BUNDLED_ALIASES) else spec
+        remote = deploy(resolved, index, config.backend, queue_size=config.limits.queue_size,
+                        deadline_s=config.limits.deadline_s, device=config.device,
+                        cache_folder=str(default_cache_dir()), cache_mb=config.frame_cache_mb, gcs_address=gcs_address)
+        remotes.setdefault(remote.model.name, remote)
+    return remotes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, load the models, launch; returns the exit code (2 on a model that will not load)."""
     config = parse_config(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     from pipelines.loading import ModelLoadError
+    from service.backends import BackendUnavailable
 
     try:
-        morphers = load_morphers(config)
-    except ModelLoadError as error:
+        morphers = deploy_remote(config) if config.backend.backend == "ray" else load_morphers(config)
+    except (ModelLoadError, BackendUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

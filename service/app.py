@@ -10,7 +10,6 @@ returns (the walk's files and the frames). Plain exceptions become `gr.Error` he
 
 from __future__ import annotations
 
-import html
 import inspect
 import json
 import logging
@@ -24,6 +23,7 @@ from pipelines.walks import WALKS
 from service import widgets
 from service.widgets import status_html
 from service.form import inputs_for
+from service.backends import BackendBusy, BackendUnavailable
 from service.jobs import JobCancelled, JobDeadline, JobOutOfMemory
 from service.limits import LimitError, Limits
 from service.runner import Runner, Update
@@ -96,6 +96,10 @@ def guarded(updates: Iterator[Update]) -> Iterator[Update]:
     except JobOutOfMemory as error:
         hint = " Memory was freed; try a smaller size or fewer frames."
         raise gr.Error(_first_line(error) + hint, title="Out of memory", print_exception=False) from None
+    except BackendBusy as error:
+        raise gr.Error(_first_line(error), title="Busy, try again", print_exception=False) from None
+    except BackendUnavailable as error:
+        raise gr.Error(_first_line(error), title="Render cluster unavailable", print_exception=False) from None
     except gr.Error:
         raise
     except Exception:
@@ -211,7 +215,7 @@ def walk_tab(runner: Runner, walk: str, limits: Limits, default_size: str, examp
     common = {
         "inputs": components,
         "preprocess": False,  # our own checks give messages naming the limit; Gradio's would not
-        "concurrency_limit": len(runner.model_names),
+        "concurrency_limit": runner.concurrency,  # one per model, one per replica on Ray
         "concurrency_id": "morph",
     }
     api_trigger.click(api_handler(runner, walk, names, [item.default for item in inputs]),
@@ -263,6 +267,6 @@ def build_demo(
         inspect_in = gr.File(visible=False, label="manifest")
         inspect_out = [gr.File(visible=False, label="path plot"), gr.File(visible=False, label="manifest")]
         inspect_trigger.click(inspect_handler(runner), inputs=[inspect_in], outputs=inspect_out, api_name="inspect",
-                              preprocess=False, concurrency_limit=len(runner.model_names), concurrency_id="morph")
-    demo.queue(api_open=False, max_size=limits.queue_size, default_concurrency_limit=len(runner.model_names))
+                              preprocess=False, concurrency_limit=runner.concurrency, concurrency_id="morph")
+    demo.queue(api_open=False, max_size=limits.queue_size, default_concurrency_limit=runner.concurrency)
     return demo

@@ -13,8 +13,10 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 from pipelines.cache import DISK_BYTES
+from service.backends import OPTION_FIELDS, BackendOptions
 from service.limits import Limits
 
 ENV_PREFIX = "LATENT_MORPH_"
@@ -35,6 +37,7 @@ class ServiceConfig:
     max_file_size: str = "10mb"  # one uploaded keyframe picture, at most
     cache_minutes: int = 60  # results are deleted from Gradio's cache after this long
     frame_cache_mb: float = DEFAULT_FRAME_CACHE_MB  # rendered frames kept on disk (shared with the CLI); 0 = memory only
+    backend: BackendOptions = BackendOptions()  # in this process, or on Ray Serve replicas
 
 
 def _env(environ: Mapping[str, str], *names: str) -> str | None:
@@ -55,10 +58,28 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def add_dataclass_flags(parser: argparse.ArgumentParser, env: Mapping[str, str], defaults: Any,
+                        help_prefix: str = "") -> None:
+    """One flag per field of a frozen dataclass, its default, choices and help from the field itself."""
+    for field in fields(defaults):
+        flag = "--" + field.name.replace("_", "-")
+        env_name = ENV_PREFIX + field.name.upper()
+        kind = type(getattr(defaults, field.name))
+        raw = _env(env, env_name)
+        parser.add_argument(
+            flag,
+            dest=field.name,
+            type=kind,
+            choices=field.metadata.get("choices"),
+            # argparse converts a string default with `type`, so a bad variable gets a clean error
+            default=raw if raw is not None else getattr(defaults, field.name),
+            help=f"{help_prefix}{field.metadata.get('help', field.name)} ({env_name})",
+        )
+
+
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """The flags of `python -m service`, with defaults taken from `environ`."""
     env = os.environ if environ is None else environ
-    defaults = Limits()
     parser = argparse.ArgumentParser(
         prog="python -m service",
         description="Serve the latent morph web page and its API (endpoints /morph, /grid and /direction).",
@@ -94,19 +115,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         choices=("auto", "cpu", "cuda", "mps"),
         help=f"where the models run ({ENV_PREFIX}DEVICE)",
     )
-    for field in fields(Limits):
-        flag = "--" + field.name.replace("_", "-")
-        env_name = ENV_PREFIX + field.name.upper()
-        kind = type(getattr(defaults, field.name))
-        raw = _env(env, env_name)
-        parser.add_argument(
-            flag,
-            dest=field.name,
-            type=kind,
-            # argparse converts a string default with `type`, so a bad variable gets a clean error
-            default=raw if raw is not None else getattr(defaults, field.name),
-            help=f"at most this many: {field.metadata.get('help', field.name)} ({env_name})",
-        )
+    add_dataclass_flags(parser, env, Limits(), "at most this many: ")
+    add_dataclass_flags(parser, env, BackendOptions())
     parser.add_argument(
         "--max-file-size",
         default=_env(env, ENV_PREFIX + "MAX_FILE_SIZE") or "10mb",
@@ -137,6 +147,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     args = parser.parse_args(argv)
     try:
         limits = Limits(**{field.name: getattr(args, field.name) for field in fields(Limits)})
+        backend = BackendOptions(**{field.name: getattr(args, field.name) for field in OPTION_FIELDS})
         auth = parse_auth(_env(env, AUTH_ENV))
     except ValueError as error:
         parser.error(str(error))
@@ -159,4 +170,5 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         max_file_size=args.max_file_size,
         cache_minutes=args.cache_minutes,
         frame_cache_mb=args.frame_cache_mb,
+        backend=backend,
     )

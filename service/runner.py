@@ -4,9 +4,11 @@
 examples, `/morph`, `/grid`, `/direction`) runs:
 
 1. check every value against the limits (before any work, API calls included);
-2. wait for the model (one job at a time per model: a diffusers scheduler is not thread-safe);
+2. wait for the model (one job at a time per model: a diffusers scheduler is not thread-safe;
+   a model on Ray Serve replicas takes one job per replica);
 3. run the morph in a worker thread (`service.jobs.MorphJob`), yielding at every step,
-   so a cancel or a closed tab stops it at the next step;
+   so a cancel or a closed tab stops it at the next step; a remote model's work
+   (`service.backends`) streams the same progress and frames back from a replica;
 4. write the walk's files (media registry) in a private temporary folder and hand
    them over; the caller copies them before asking for the next update.
 
@@ -78,9 +80,21 @@ class _JobFolder:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
+def write_files(request: "MorphRequest", rendered: list, manifest: dict, outputs: tuple[str, ...],
+                folder: Path) -> dict[str, Path]:
+    """The walk's files (media registry) from finished frames and their manifest."""
+    from pipelines import media
+
+    tiles = None
+    if rendered and rendered[0].point.get("row") is not None:
+        tiles = [(int(frame.point["row"]), int(frame.point["column"])) for frame in rendered]
+    film = media.Film([frame.image for frame in rendered], fps=request.fps, loop=True, tiles=tiles,
+                      manifest=manifest)
+    return {name: media.write(film, folder / FILE_NAMES[name], name) for name in outputs}
+
+
 def morph_work(morpher: "Morpher", request: "MorphRequest", outputs: tuple[str, ...], folder: Path):
     """The work run in the worker thread: frames as they finish, then the walk's files."""
-    from pipelines import media
 
     def work(report, should_stop) -> dict[str, Path]:
         # 1. frames, streamed: each one saved and reported as soon as its batch is done
@@ -95,15 +109,16 @@ def morph_work(morpher: "Morpher", request: "MorphRequest", outputs: tuple[str, 
         # 2. the manifest, from the same frames (no second render)
         timings["total_s"] = time.perf_counter() - started  # includes saving the frames
         manifest = morpher.manifest(request, rendered, timings)
-        tiles = None
-        if rendered and rendered[0].point.get("row") is not None:
-            tiles = [(int(frame.point["row"]), int(frame.point["column"])) for frame in rendered]
-        film = media.Film([frame.image for frame in rendered], fps=request.fps, loop=True, tiles=tiles,
-                          manifest=manifest)
         # 3. media at the edge, from the one registry of formats
-        return {name: media.write(film, folder / FILE_NAMES[name], name) for name in outputs}
+        return write_files(request, rendered, manifest, outputs, folder)
 
     return work
+
+
+def job_work(morpher: Any, request: "MorphRequest", outputs: tuple[str, ...], folder: Path):
+    """What the worker thread runs: a remote model (`service.backends`) brings its own work."""
+    remote = getattr(morpher, "morph_work", None)
+    return remote(request, outputs, folder) if remote is not None else morph_work(morpher, request, outputs, folder)
 
 
 def describe_step(progress: Any, batch_size: int) -> tuple[float, str] | None:
@@ -117,6 +132,15 @@ def describe_step(progress: Any, batch_size: int) -> tuple[float, str] | None:
     in_flight = min(batch_size, max(total - done, 0)) * step / max(steps, 1)
     fraction = (done + in_flight) / max(total, 1)
     return min(fraction, 1.0), f"{done}/{total} frames done, step {step}/{steps}"
+
+
+def jobs_at_once(morpher: Any) -> int:
+    """1 for an in-process Morpher; a remote model says how many replicas serve it."""
+    return int(getattr(morpher, "concurrency", 1))
+
+
+def _at_once(count: int) -> str:
+    return "one morph at a time" if count == 1 else f"{count} morphs at a time"
 
 
 def _frame_or_done(event: Any) -> bool:
@@ -133,12 +157,19 @@ class Runner:
         self.morphers = dict(morphers)
         self.limits = limits
         self.uploads = uploads
-        # one job at a time per model; released by the worker when the job has really ended
-        self._slots = {name: threading.BoundedSemaphore(1) for name in self.morphers}
+        # one job at a time per local model (more for a remote one with several replicas);
+        # released by the worker when the job has really ended
+        self._slots = {name: threading.BoundedSemaphore(jobs_at_once(morpher))
+                       for name, morpher in self.morphers.items()}
 
     @property
     def model_names(self) -> list[str]:
         return list(self.morphers)
+
+    @property
+    def concurrency(self) -> int:
+        """Morphs that may run at once over all models (the page's concurrency limit)."""
+        return sum(jobs_at_once(morpher) for morpher in self.morphers.values())
 
     def updates(self, walk: str, values: dict[str, Any], extra: tuple[str, ...] = ()) -> Iterator[Update]:
         """Run one morph; raises LimitError before any work, job errors while it runs.
@@ -160,7 +191,7 @@ class Runner:
         yield Update("clear")
         slot = self._slots[form.model]
         while not slot.acquire(timeout=POLL_S):
-            yield Update("wait", text=f"waiting for {form.model}: one morph at a time")
+            yield Update("wait", text=f"waiting for {form.model}: {_at_once(jobs_at_once(morpher))}")
 
         # 3. run it in a worker thread; this generator only relays progress
         batch_size = request.batch_size or default_batch_size(morpher.model.device, request.width, request.height)
@@ -175,7 +206,7 @@ class Runner:
             folder.release()
 
         outputs = get_walk(request.walk).outputs + tuple(name for name in extra if name not in get_walk(request.walk).outputs)
-        job = MorphJob(morph_work(morpher, request, outputs, folder.path), deadline_s=self.limits.deadline_s,
+        job = MorphJob(job_work(morpher, request, outputs, folder.path), deadline_s=self.limits.deadline_s,
                        on_exit=on_exit, cancelled_types=(MorphCancelled,))
         started = False
         try:

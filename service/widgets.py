@@ -36,8 +36,8 @@ def native_size(morpher: Any, limits: Limits) -> str:
     try:
         pipe = morpher.model.pipe
         side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    except AttributeError:  # a stand-in without a pipeline
-        side = 64
+    except AttributeError:  # a remote model says its size; a stand-in has none
+        side = int(getattr(morpher, "native_side", 64))
     sizes = limits.sizes()
     wanted = f"{side}x{side}"
     return wanted if side * side <= limits.max_pixels else (sizes[0] if sizes else "64x64")

@@ -79,3 +79,28 @@ def test_auth_parsing() -> None:
     assert parse_auth("") is None
     with pytest.raises(ValueError):
         parse_auth(":pw")
+
+
+def test_the_backend_options_have_flags_and_variables_and_default_to_local() -> None:
+    from service.backends import BackendOptions
+
+    assert parse_config([], environ={}).backend == BackendOptions()  # local: nothing new needed
+    config = parse_config(["--backend", "ray", "--replicas", "2", "--ray-address", "auto"],
+                          environ={"LATENT_MORPH_SHARD_FRAMES": "4", "LATENT_MORPH_REPLICAS": "5"})
+    assert config.backend == BackendOptions(backend="ray", replicas=2, ray_address="auto", shard_frames=4)
+    assert config.backend.most_replicas == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--backend", "spark"], "invalid choice: 'spark'"),
+        (["--backend", "ray", "--replicas", "0"], "replicas must be at least 1, got 0"),
+        (["--backend", "ray", "--replicas", "3", "--max-replicas", "2"], "max_replicas must be 0 or at least"),
+    ],
+)
+def test_bad_backend_options_exit_with_code_2(argv: list[str], needle: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parse_config(argv, environ={})
+    assert caught.value.code == 2
+    assert needle in capsys.readouterr().err
