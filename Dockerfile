@@ -1,4 +1,4 @@
-# latent morph web service: the Gradio page and API on 0.0.0.0:7860, bundled model, CPU torch.
+# latent morph web service: the Gradio page and API on 0.0.0.0:7860, bundled models, CPU torch.
 # GPU variant (see README): docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 ...
 # The same image is a Ray node for `--backend ray` (README: Serving on Ray): ray[serve] comes with requirements.txt.
 FROM python:3.11-slim-bookworm
@@ -27,7 +27,7 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "torch==${TORCH_VERS
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
-# the code and the bundled model (pipelines/toy/shapes64); root-owned, read-only for the service
+# the code and the bundled models (pipelines/toy/scenes, the default, and shapes64); root-owned, read-only
 COPY pipelines ./pipelines
 COPY service ./service
 

@@ -118,5 +118,6 @@ def test_everything_copied_exists_and_is_not_docker_ignored() -> None:
     for source in sources:
         assert source == "requirements.txt" or (ROOT / source).exists(), source
         assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
-    # the bundled model must reach the image
-    assert not any(fnmatch.fnmatch("pipelines/toy/shapes64/model_index.json", p) for p in ignored)
+    # the bundled models must reach the image
+    for model in ("scenes", "shapes64"):
+        assert not any(fnmatch.fnmatch(f"pipelines/toy/{model}/model_index.json", p) for p in ignored), model
