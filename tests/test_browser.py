@@ -32,8 +32,11 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("browser")
-    # No --model: the page a newcomer gets, on the bundled model; a frame cache of its own.
-    with ServerProcess(["--device", "cpu"], folder / "server.log", env={"LATENT_MORPH_CACHE": str(folder)}) as running:
+    # Both bundled models in the menu, as a newcomer gets them, but shapes64 first: its 64 px
+    # pictures keep the browser's renders small and its shapes are what the checks below read.
+    # A frame cache of its own.
+    arguments = ["--device", "cpu", "--model", "shapes64", "--model", "scenes"]
+    with ServerProcess(arguments, folder / "server.log", env={"LATENT_MORPH_CACHE": str(folder)}) as running:
         yield running
 
 
