@@ -28,6 +28,7 @@ import pytest
 
 from pipelines.loading import BUNDLED_MODELS
 from pipelines.toy import scenes_evaluate as evaluate
+from pipelines.toy import scenes_report
 from pipelines.toy.scenes_data import HELD_OUT, TERRAINS, TIMES
 
 MODEL_UNDER_TEST = Path(
@@ -136,7 +137,7 @@ def test_the_decoder_keeps_what_the_tests_read(model):
 
 
 def test_sunset_to_sunrise_morph_passes_through_something_between(morph):
-    print("\n".join(evaluate.morph_lines(morph)))
+    print("\n".join(scenes_report.morph_lines(morph)))
     first, last = morph.readings[0], morph.readings[-1]
     assert first.warm and first.kind == "water", first
     assert last.warm and last.land, last
