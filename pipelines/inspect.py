@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pipelines import metrics
-from pipelines.landmarks import nearest, pooled_embeddings, vocabulary_for
+from pipelines.landmarks import nearest, pooled_embeddings, vocabulary_embeddings, vocabulary_for
 from pipelines.recipes import mix_embeds, mix_noise
 from pipelines.walks import get_walk
 
@@ -101,7 +101,7 @@ def _landmarks(pipe: Any, model_name: str, keys: list, recipes: list, request: "
     key_pooled = pooled_embeddings(pipe, [key.prompt for key in keys])
     frame_pooled = torch.stack([mix_embeds(recipe, list(key_pooled[:, None]), request.interp)[0]
                                 for recipe in recipes])
-    landmark_pooled = pooled_embeddings(pipe, list(vocabulary))
+    landmark_pooled = vocabulary_embeddings(pipe, vocabulary)
     closest = nearest(frame_pooled, landmark_pooled, vocabulary)
     shown = list(dict.fromkeys(name for row in closest for name, _ in row))
     points = torch.cat([frame_pooled, key_pooled, landmark_pooled[[vocabulary.index(name) for name in shown]]])

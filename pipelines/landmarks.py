@@ -9,6 +9,7 @@ prompts.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -44,6 +45,20 @@ def pooled_embeddings(pipe: Any, prompts: list[str]) -> torch.Tensor:
     out = encoder(ids)
     pooled = out.text_embeds if hasattr(out, "text_embeds") else out.pooler_output
     return pooled.float().cpu()
+
+
+# A model's landmark embeddings never change while it is loaded: encode its vocabulary once
+# (on a real model's CPU text encoder, that is minutes), keyed weakly by the encoder module.
+_VOCABULARY_CACHE: "weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], torch.Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def vocabulary_embeddings(pipe: Any, vocabulary: tuple[str, ...]) -> torch.Tensor:
+    """`pooled_embeddings` of a vocabulary, computed once per loaded text encoder."""
+    encoder = getattr(pipe, "text_encoder_2", None) or pipe.text_encoder
+    known = _VOCABULARY_CACHE.setdefault(encoder, {})
+    if vocabulary not in known:
+        known[vocabulary] = pooled_embeddings(pipe, list(vocabulary))
+    return known[vocabulary]
 
 
 def nearest(frames: torch.Tensor, landmarks: torch.Tensor, names: tuple[str, ...], count: int = NEAREST) -> list:

@@ -73,3 +73,20 @@ def test_a_grid_plot_draws_its_mesh(tiny_model_dir: Path, tmp_path: Path) -> Non
                  "2x3", "--model", str(tiny_model_dir), "--steps", "2", "--size", "32x32",
                  "--plot", str(tmp_path / "g.png")])
     assert code == 0 and (tmp_path / "g.png").stat().st_size > 10_000
+
+
+def test_a_models_landmarks_are_encoded_once(tiny_model, monkeypatch) -> None:
+    from pipelines import landmarks
+
+    calls = []
+    encode = landmarks.pooled_embeddings
+
+    def counted(pipe, prompts):
+        calls.append(len(prompts))
+        return encode(pipe, prompts)
+
+    monkeypatch.setattr(landmarks, "pooled_embeddings", counted)
+    vocabulary = landmarks.vocabulary_for("bundled:shapes64")
+    first = landmarks.vocabulary_embeddings(tiny_model.pipe, vocabulary)
+    again = landmarks.vocabulary_embeddings(tiny_model.pipe, vocabulary)
+    assert calls == [len(vocabulary)] and torch.equal(first, again)
