@@ -172,7 +172,7 @@ def gpu_estimate(runs: dict, counts: dict) -> tuple[list[list[Any]], str]:
               f"attention (torch's default), VAE slicing on (`pipe.vae.enable_slicing()`): about "
               f"{best['sliced'][1]:.1f} GiB")
     if best["unsliced"]:
-        advice += (f"; without VAE slicing (the engine's default today) batch size {best['unsliced'][0]}, about "
+        advice += (f"; without VAE slicing (the engine turns it on for CUDA) batch size {best['unsliced'][0]}, about "
                    f"{best['unsliced'][1]:.1f} GiB")
     return rows, advice + f" (a setting counts as fitting when it still fits with its activations doubled)"
 

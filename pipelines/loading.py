@@ -127,6 +127,11 @@ def load_model(spec: str | None = None, device: str = "auto", keep_safety_checke
     else:
         pipe = _load_hub(source, dtype, keep_safety_checker)
     pipe.to(torch_device)
+    if torch_device.type == "cuda":
+        # Decode a batch one frame at a time: the VAE's activations at 512 px are the peak of a
+        # batched morph, and slicing is what lets 8 frames a call fit in 8 GB (BENCHMARKS.md,
+        # "Real model sizes"); on a CPU memory is not the limit and batching decodes is faster.
+        pipe.vae.enable_slicing()
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(pipe=pipe, name=model_name(spec, kind), device=torch_device, dtype=dtype)
 
