@@ -26,6 +26,14 @@ log = logging.getLogger("service")
 BUNDLED_ALIASES = ("bundled", "default")
 
 
+def model_specs(config: ServiceConfig) -> tuple:
+    """The models the local backend loads: the allow-list, else every bundled model this
+    checkout has (the page's menu, the default first), else None (the tiny model)."""
+    from pipelines.loading import bundled_present
+
+    return config.models or tuple(bundled_present()) or (None,)
+
+
 def load_morphers(config: ServiceConfig) -> dict:
     """Model name -> Morpher, for every spec in the allow-list (the bundled models when none).
 
@@ -33,11 +41,10 @@ def load_morphers(config: ServiceConfig) -> dict:
     folder is the CLI's too: a morph someone already rendered comes back without denoising.
     """
     from pipelines.cache import default_frame_cache
-    from pipelines.loading import bundled_present, default_model_spec, load_model
+    from pipelines.loading import default_model_spec, load_model
     from pipelines.engine import Morpher
 
-    # No allow-list: every bundled model this checkout has (the page's menu), the default first.
-    specs = config.models or tuple(bundled_present()) or (None,)
+    specs = model_specs(config)
     frame_cache = default_frame_cache(config.frame_cache_mb)
     morphers = {}
     for spec in specs:
@@ -67,6 +74,8 @@ def deploy_remote(config: ServiceConfig) -> dict:
 
     gcs_address = connect(config.backend)
     remotes: dict = {}
+    # Without an allow-list, only the default model: every replica reserves a CPU (or a GPU), so
+    # serving each bundled model would need models x replicas of them (4 on this 2-core machine).
     for index, spec in enumerate(config.models or (None,)):
         resolved = None if spec in (None, *BUNDLED_ALIASES) else spec
         remote = deploy(resolved, index, config.backend, queue_size=config.limits.queue_size,

@@ -104,3 +104,14 @@ def test_bad_backend_options_exit_with_code_2(argv: list[str], needle: str, caps
         parse_config(argv, environ={})
     assert caught.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_without_an_allow_list_every_bundled_model_is_served_the_default_first(monkeypatch) -> None:
+    from pipelines import loading
+    from service.__main__ import model_specs
+
+    monkeypatch.setattr(loading, "bundled_present", lambda: ["scenes", "shapes64"])
+    assert model_specs(parse_config([], environ={})) == ("scenes", "shapes64")
+    assert model_specs(parse_config(["--model", "tiny"], environ={})) == ("tiny",)
+    monkeypatch.setattr(loading, "bundled_present", lambda: [])
+    assert model_specs(parse_config([], environ={})) == (None,)
