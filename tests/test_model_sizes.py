@@ -79,4 +79,4 @@ def test_gpu_estimate_picks_a_setting_within_the_budget() -> None:
     assert advice == "no batch size fits the estimate"
     rows, advice = gpu_estimate({"sd15-per-frame": run(1, 0.8, 1.0), "sd15-batch": run(2, 1.2, 2.0)}, counts)
     assert advice.startswith("batch size 8 (2 x 8 UNet rows")  # 2.79 + 2 x 1.8 GiB of UNet rows <= 8
-    assert "without VAE slicing (the engine's default today) batch size 2," in advice  # 2.79 + 2 x 4 x 1.0 > 8
+    assert "without VAE slicing (the engine turns it on for CUDA) batch size 2," in advice  # 2.79 + 2 x 4 x 1.0 > 8

@@ -199,9 +199,15 @@ def test_bad_input_is_refused_before_anything_reaches_ray(remote, monkeypatch: p
 
 
 def test_a_full_cluster_answers_busy_at_once(remote, tmp_path: Path) -> None:
-    # two long jobs on the two replicas, and the queue (--queue-size 2) filled behind them
-    held = [remote.handle.options(stream=True).render.remote(request(seed=50 + index, frames=2, steps=60))
-            for index in range(2 + LIMITS.queue_size)]
+    # two long jobs running on the two replicas (each has sent its first event), then the queue
+    # (--queue-size 2) filled behind them: sent together, Ray could count the first two as queued
+    def send(seed: int):
+        return remote.handle.options(stream=True).render.remote(request(seed=seed, frames=2, steps=60))
+
+    held = [send(50), send(51)]
+    for response in held:
+        next(response)  # running on a replica: its Started event has arrived
+    held += [send(52 + index) for index in range(LIMITS.queue_size)]
     try:
         with pytest.raises(BackendBusy, match=r"busy: all 2 render replicas .* 2 more requests .*--queue-size"):
             run(remote, request(seed=55), tmp_path)
