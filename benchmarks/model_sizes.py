@@ -42,7 +42,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
                           "dtypes": ["float32", "float16", "bfloat16"]},
     "sd15-attention-slicing": {"model": "sd15", "frames": 2, "decode": "none", "attention_slicing": True},
     # the two largest: one frame (2 UNet rows with guidance) to fit the time box of a shared 2-core machine
-    "sd21": {"model": "sd21", "frames": 1, "decode": "none"},
+    "sd21": {"model": "sd21", "frames": 2, "decode": "none"},
     "sdxl": {"model": "sdxl", "frames": 1, "decode": "none"},
     "sd15-vae-batch": {"model": "sd15", "frames": 2, "decode": "batch", "unet": False},
     "sd15-vae-tiling": {"model": "sd15", "frames": 1, "decode": "one", "vae_tile": 256, "unet": False},

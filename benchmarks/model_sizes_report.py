@@ -226,9 +226,10 @@ def notes(runs: dict) -> list[str]:
         "- **Memory is resident set size** sampled every 5 ms (and `ru_maxrss`), minus the resident size right "
         "after the weights were built: weights include about 0.4 GiB of Python, torch and library pages. CPU "
         "attention is torch's SDPA (a fused kernel that never holds the full attention matrix), as on a GPU.",
-        "- **SD 2.1 and SDXL were measured with one frame (2 UNet rows)** to fit the time box; on a CPU the UNet "
-        "time per row hardly changes with the batch (see 'one call per frame'), so their 2-frame step is about "
-        "twice the one-frame step. All four models share one VAE architecture: its decode was measured at 512 px "
+        "- **SDXL was measured with one frame (2 UNet rows)**: its 2-frame step would take about 8 minutes of one "
+        "thread and its peak was already 17.5 of this machine's 23.5 GiB; on a CPU the UNet time per row hardly "
+        "changes with the batch (SD 2.1: 87 s for 2 rows, 142 s for 4), so its 2-frame step is about twice the "
+        "one-frame step. All four models share one VAE architecture: its decode was measured at 512 px "
         "(in the SD 1.5 run) and 1024 px; the 768 px figures are scaled from 512 px by pixel count.",
         "- **fp16 and bf16 on this CPU** (AVX2, no native half-precision kernels) were measured at 128 px only: "
         "the ratio to fp32 at the same size is the figure to read. On a CUDA GPU fp16 is the fast path "
