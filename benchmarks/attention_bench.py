@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.attention_measure import CONFIGS, CONFIGS_NAMED, morph_row, pair_sets  # noqa: E402
 from benchmarks.attention_report import DOCS, markdown, outputs, plot_gaps, showcase, side_by_side_gif  # noqa: E402
-from benchmarks.attention_report import write_markdown_section  # noqa: E402
+from benchmarks.sections import before_heading, replace_section  # noqa: E402
 from benchmarks.attention_tune import TUNE_VARIANTS, knob_state, set_knob, tune  # noqa: E402
 from benchmarks.morph_bench import SEED_PAIRS, machine  # noqa: E402
 from pipelines.cache import model_fingerprint  # noqa: E402
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         DOCS.mkdir(exist_ok=True)
         plot_gaps(showcase(rows), ROOT / where["gaps"])
         side_by_side_gif(model, base, showcase(rows), args.gif_spacing, ROOT / where["gif"])
-        write_markdown_section(ROOT / "BENCHMARKS.md", section, where["start"], where["end"])
+        replace_section(ROOT / "BENCHMARKS.md", section, where["start"], where["end"], before_heading("## Load test"))
     return 0
 
 

@@ -244,18 +244,3 @@ def markdown(header: dict, rows: list[dict], tuning: list[dict], command: str, g
                   "`benchmarks/attention_tune_*.json`).", "", tuning_table(tuning), ""]
     parts.append(where["end"])
     return "\n".join(parts)
-
-
-def write_markdown_section(path: Path, section: str, start: str, end: str) -> None:
-    """Replace this benchmark's part of BENCHMARKS.md; the first time, put it before the load test (or at the end)."""
-    text = path.read_text()
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + section + rest.split(end, 1)[1]
-    elif "\n## Load test" in text:
-        head, tail = text.split("\n## Load test", 1)
-        text = head.rstrip("\n") + "\n\n" + section + "\n\n## Load test" + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-

@@ -55,6 +55,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from benchmarks.morph_bench import machine, table  # noqa: E402
 from benchmarks.pictures import SETS, Drawing, draw_set  # noqa: E402
+from benchmarks.sections import before_heading, replace_section  # noqa: E402
 from pipelines import metrics  # noqa: E402
 from pipelines.cache import FrameCache, model_fingerprint  # noqa: E402
 from pipelines.engine import Morpher  # noqa: E402
@@ -610,22 +611,12 @@ def markdown(info: dict, records: list[dict], rows: list[dict], fresh: dict, cha
     return "\n".join(parts)
 
 
-def write_markdown(path: Path, section: str, picture_set: str) -> None:
-    """Replace this set's part; the first time, open the section (before the load test, if there is one)."""
-    start, end = markers(picture_set)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + section + rest.split(end, 1)[1]
-    elif SECTION in text:
+def open_section(text: str, section: str) -> str:
+    """The first set written opens the inversion section (before the load test, if there is one)."""
+    if SECTION in text:
         head, tail = text.split(SECTION, 1)
-        text = head + SECTION + "\n\n" + section + "\n" + tail
-    else:
-        block = f"{SECTION}\n\n{section}\n\n"
-        anchor = "\n## Load test"
-        text = text.replace(anchor, "\n" + block + anchor.lstrip("\n"), 1) if anchor in text else \
-            text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+        return head + SECTION + "\n\n" + section + "\n" + tail
+    return before_heading("## Load test")(text, f"{SECTION}\n\n{section}")
 
 
 def figure_name(picture_set: str) -> str:
@@ -763,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
             DOCS.mkdir(exist_ok=True)
             figure(figure_rows, DOCS / figure_name(picture_set), info["guidance"])
             merge_json(JSON_PATH, picture_set, raw)
-        write_markdown(ROOT / "BENCHMARKS.md", section, picture_set)
+        replace_section(ROOT / "BENCHMARKS.md", section, *markers(picture_set), open_section)
     return 0
 
 

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.sections import replace_section
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "model_sizes.json"
@@ -246,7 +248,7 @@ def main() -> None:
     section = report.markdown(stored)
     print(section)
     if not args.no_write:
-        report.write_markdown(ROOT / "BENCHMARKS.md", section)
+        replace_section(ROOT / "BENCHMARKS.md", section, report.START, report.END)
 
 
 if __name__ == "__main__":

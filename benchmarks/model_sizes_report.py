@@ -174,7 +174,7 @@ def gpu_estimate(runs: dict, counts: dict) -> tuple[list[list[Any]], str]:
     if best["unsliced"]:
         advice += (f"; without VAE slicing (the engine turns it on for CUDA) batch size {best['unsliced'][0]}, about "
                    f"{best['unsliced'][1]:.1f} GiB")
-    return rows, advice + f" (a setting counts as fitting when it still fits with its activations doubled)"
+    return rows, advice + " (a setting counts as fitting when it still fits with its activations doubled)"
 
 
 def markdown(stored: dict) -> str:
@@ -250,14 +250,3 @@ def notes(runs: dict) -> list[str]:
         lines.append("- **Not measured within the time box:** " + ", ".join(f"`{name}`" for name in missing) +
                      " (`python -m benchmarks.model_sizes --only NAME ...` adds them).")
     return lines
-
-
-def write_markdown(path: Path, section: str) -> None:
-    """Replace the part between the markers; the first time, append it at the end."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)

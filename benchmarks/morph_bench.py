@@ -46,6 +46,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from benchmarks.sections import replace_section  # noqa: E402
+
 from pipelines import metrics  # noqa: E402
 from pipelines.cache import FrameCache, model_fingerprint  # noqa: E402
 from pipelines.engine import Morpher  # noqa: E402
@@ -509,17 +511,10 @@ def _db(value: float) -> str:
     return "inf" if value == float("inf") else f"{value:.1f}"
 
 
-def write_markdown(path: Path, section: str) -> None:
-    """Replace the part between the markers; the first time, put it right after the title."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section + after
-    else:
-        lines = text.split("\n", 1)
-        text = lines[0] + "\n\n" + section + "\n\n" + (lines[1].lstrip("\n") if len(lines) > 1 else "")
-    path.write_text(text)
+def after_the_title(text: str, section: str) -> str:
+    """The first time, this benchmark's section goes right after the file's title."""
+    lines = text.split("\n", 1)
+    return lines[0] + "\n\n" + section + "\n\n" + (lines[1].lstrip("\n") if len(lines) > 1 else "")
 
 
 def plot_gaps(smooth: list[dict], path: Path) -> None:
@@ -680,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = {"info": info, "request": base.__dict__, "speed": speed, "smoothness": strip_images(smooth),
                "scale": scale}
         (ROOT / "benchmarks" / "morph_bench.json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
-        write_markdown(ROOT / "BENCHMARKS.md", section)
+        replace_section(ROOT / "BENCHMARKS.md", section, START, END, after_the_title)
     return 0
 
 

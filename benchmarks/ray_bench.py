@@ -27,6 +27,8 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from benchmarks.sections import replace_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 START = "<!-- ray-bench:start (written by python -m benchmarks.ray_bench) -->"
 END = "<!-- ray-bench:end -->"
@@ -154,16 +156,6 @@ def section(figures: dict) -> str:
     ])
 
 
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    current = path.read_text()
-    if START in current and END in current:
-        before, rest = current.split(START, 1)
-        current = before + text + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(current)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ray_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=8)
@@ -177,7 +169,7 @@ def main() -> None:
     figures = json.loads(args.from_json.read_text()) if args.from_json else measure(args)
     print(json.dumps(figures, indent=2))
     if not args.no_write:
-        write_section(section(figures))
+        replace_section(ROOT / "BENCHMARKS.md", section(figures), START, END)
 
 
 if __name__ == "__main__":
