@@ -59,13 +59,19 @@ from benchmarks.sections import before_heading, replace_section  # noqa: E402
 from pipelines import metrics  # noqa: E402
 from pipelines.cache import FrameCache, model_fingerprint  # noqa: E402
 from pipelines.engine import Morpher  # noqa: E402
-from pipelines.interpolate import ease, interpolate  # noqa: E402
-from pipelines.inversion import decode_latent, encode_picture, invert, sampler_for_inversion  # noqa: E402
+from pipelines.interpolate import interpolate  # noqa: E402
+from pipelines.inversion import (  # noqa: E402
+    decode_latent,
+    encode_picture,
+    invert,
+    sampler_for_inversion,
+)
 from pipelines.keys import TextEncoder, draw_noise  # noqa: E402
 from pipelines.loading import LoadedModel, load_model  # noqa: E402
 from pipelines.manifest import RECONSTRUCTION_TOLERANCE_DB  # noqa: E402
 from pipelines.pictures import read_picture  # noqa: E402
 from pipelines.request import MorphRequest  # noqa: E402
+from pipelines.timing import ease  # noqa: E402
 from pipelines.walks import ChainWalk  # noqa: E402
 
 JSON_PATH = ROOT / "benchmarks" / "inversion_bench.json"

@@ -17,11 +17,12 @@ import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Callable
 
-from pipelines.walks import WALKS as WALK_REGISTRY, get_walk
+from pipelines.timing import SPACINGS
+from pipelines.walks import WALKS as WALK_REGISTRY
+from pipelines.walks import get_walk
 
 INTERPS = ("slerp", "lerp")
 NOISE_INTERPS = ("slerp", "lerp")
-SPACINGS = ("linear", "ease", "even")
 ATTENTION_MODES = ("plain", "interpolate")
 # torch.Generator takes 64-bit seeds; the service offers 32 bits (plenty, and portable).
 SEED_MAX = 2**32 - 1

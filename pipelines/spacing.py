@@ -1,6 +1,6 @@
 """Spacing: where a path walk's frames sit along t, and "even" re-timing from measured distances.
 
-`linear` and `ease` are placed by the walk's plan (`interpolate.spaced`). `even`
+`linear` and `ease` are placed by the walk's plan (`timing.spaced`). `even`
 renders the linear plan as a pilot, measures the pixel distance between neighbours
 and moves frames so each step changes the picture about as much as the others,
 refining in small rounds within a render budget. Its constants live here, together.
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pipelines import metrics
-from pipelines.interpolate import retime_even, select_even, share_frames
+from pipelines.timing import retime_even, select_even, share_frames
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -18,11 +18,21 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from pipelines.interpolate import spaced
 # the recipe vocabulary walks are written in (re-exported for the engine and the tests)
 from pipelines.recipes import (  # noqa: F401
-    Blend, Key, Node, Shift, blend, blends, describe, mix_embeds, mix_noise, nearest_key, shift,
+    Blend,
+    Key,
+    Node,
+    Shift,
+    blend,
+    blends,
+    describe,
+    mix_embeds,
+    mix_noise,
+    nearest_key,
+    shift,
 )
+from pipelines.timing import spaced
 
 if TYPE_CHECKING:
     from pipelines.keys import EncodedKey

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from pipelines.interpolate import PARALLEL_THRESHOLD, ease, interpolate, lerp, retime_even, slerp, spaced
+from pipelines.interpolate import PARALLEL_THRESHOLD, interpolate, lerp, slerp
+from pipelines.timing import ease, retime_even, spaced
 
 SEEDS = range(5)
 

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from pipelines import metrics
-from pipelines.interpolate import monotone_cubic, retime_even, select_even, share_frames
 from pipelines.engine import Morpher
 from pipelines.request import MorphRequest
 from pipelines.spacing import EVEN_BUDGET, even_targets, refine_count
+from pipelines.timing import monotone_cubic, retime_even, select_even, share_frames
 
 RNG = np.random.default_rng(0)
 # What keyframes 0, 1, 2 "look like"; a tuple, so no test can change it for the tests after it.
