@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from pipelines.toy import scenes_evaluate as evaluate
+from pipelines.toy import scenes_morph
 from pipelines.toy.scenes_data import HELD_OUT, TERRAINS, TIMES, sample_scene
 from pipelines.toy.scenes_draw import render_scene
 from pipelines.toy.scenes_measure import KINDS, read_landscape, reference_scene, references
@@ -80,11 +81,11 @@ def test_noise_is_no_picture_and_drawings_are():
     rng = np.random.default_rng(0)
     for noise in (rng.uniform(0, 255, (128, 128, 3)), np.clip(rng.normal(128, 40, (128, 128, 3)), 0, 255)):
         reading = read_landscape(noise, refs)
-        assert reading.roughness > 2 * evaluate.ROUGHNESS_MAX and reading.layered < evaluate.LAYERED_MIN
+        assert reading.roughness > 2 * scenes_morph.ROUGHNESS_MAX and reading.layered < scenes_morph.LAYERED_MIN
     for time in ("dawn", "sunset", "noon", "dusk"):
         for terrain in ("ocean", "mountains", "hills", "city"):
             reading = read_landscape(render_scene(reference_scene(time, terrain, 5)), refs)
-            assert reading.roughness <= evaluate.ROUGHNESS_MAX and reading.layered >= evaluate.LAYERED_MIN
+            assert reading.roughness <= scenes_morph.ROUGHNESS_MAX and reading.layered >= scenes_morph.LAYERED_MIN
 
 
 def _frames(middle: list) -> list:
@@ -98,20 +99,20 @@ def test_the_morph_judge_passes_golden_hour_over_hills_and_fails_what_is_not_bet
     between = [draw(t, g, 10 + i) for i, (t, g) in enumerate(
         [("sunset", "hills"), ("sunset", "hills"), ("sunset", "desert"), ("dawn", "hills"), ("dawn", "hills"),
          ("dawn", "mountains")])]
-    *_, passed = evaluate.judge_morph(_frames(between))
+    *_, passed = scenes_morph.judge_morph(_frames(between))
     assert all(passed.values()), passed
     # A cross-fade of the two ends is no picture of anything, but it is warm, between and not noise.
     ends = _frames([])
     fade = [Image.blend(ends[0], ends[-1], i / 15) for i in range(16)]
-    *_, passed = evaluate.judge_morph(fade)
+    *_, passed = scenes_morph.judge_morph(fade)
     assert passed["picture"] and passed["warm"] and passed["between"]
     rng = np.random.default_rng(1)
     noise = [Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)) for _ in range(6)]
-    *_, passed = evaluate.judge_morph(_frames(noise))
+    *_, passed = scenes_morph.judge_morph(_frames(noise))
     assert not passed["picture"]
-    *_, passed = evaluate.judge_morph(_frames([draw("noon", "hills", i) for i in range(6)]))
+    *_, passed = scenes_morph.judge_morph(_frames([draw("noon", "hills", i) for i in range(6)]))
     assert not passed["warm"] and not passed["between"]
-    *_, passed = evaluate.judge_morph(_frames([draw("sunset", "ocean", 20 + i) for i in range(6)]))
+    *_, passed = scenes_morph.judge_morph(_frames([draw("sunset", "ocean", 20 + i) for i in range(6)]))
     assert not passed["ground"]
 
 

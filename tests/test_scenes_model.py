@@ -28,7 +28,7 @@ import pytest
 
 from pipelines.loading import BUNDLED_MODELS
 from pipelines.toy import scenes_evaluate as evaluate
-from pipelines.toy import scenes_report
+from pipelines.toy import scenes_morph, scenes_report
 from pipelines.toy.scenes_data import HELD_OUT, TERRAINS, TIMES
 
 MODEL_UNDER_TEST = Path(
@@ -69,7 +69,7 @@ def held_out(model):
 
 @pytest.fixture(scope="module")
 def morph(model):
-    return evaluate.check_morph(model)
+    return scenes_morph.check_morph(model)
 
 
 def test_a_standard_diffusers_folder_at_128_px(model):

@@ -15,7 +15,6 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 
 from pipelines.loading import BUNDLED_MODELS, bundled_present, load_model
 from pipelines.toy import evaluate

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from PIL import Image
 
-from pipelines.toy.scenes_evaluate import GUIDANCE, MIDDLE, SIDE, STEPS, MorphCheck, Trial, rates
+from pipelines.toy.scenes_evaluate import Trial, rates
+from pipelines.toy.scenes_morph import GUIDANCE, MIDDLE, SIDE, STEPS, MorphCheck
 
 
 def contact_sheet(images: list[Image.Image], columns: int) -> Image.Image:
