@@ -200,9 +200,12 @@ def test_bad_input_is_refused_before_anything_reaches_ray(remote, monkeypatch: p
 
 def test_a_full_cluster_answers_busy_at_once(remote, tmp_path: Path) -> None:
     # two long jobs running on the two replicas (each has sent its first event), then the queue
-    # (--queue-size 2) filled behind them: sent together, Ray could count the first two as queued
+    # (--queue-size 2) filled behind them: sent together, Ray could count the first two as queued.
+    # The jobs are as long as the limits allow, so none can finish (and free a place) on a fast
+    # machine before the last request is refused; they are cancelled at the end.
     def send(seed: int):
-        return remote.handle.options(stream=True).render.remote(request(seed=seed, frames=2, steps=60))
+        long_job = request(seed=seed, frames=LIMITS.max_frames, steps=LIMITS.max_steps)
+        return remote.handle.options(stream=True).render.remote(long_job)
 
     held = [send(50), send(51)]
     for response in held:
