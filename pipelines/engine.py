@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import torch
 
 from pipelines import manifest as manifests
+from pipelines import threads
 from pipelines.cache import FrameCache, frame_key, model_fingerprint
 from pipelines.keys import ImageKey, TextEncoder, keys_for, uses_guidance
 from pipelines.loading import LoadedModel
@@ -136,6 +137,7 @@ class Morpher:
 
     def _stages(self, request: MorphRequest, walk: Walk, on_step, should_stop, timings: dict) -> Iterator[RenderedFrame]:
         started = time.perf_counter()
+        threads.rebalance()  # 1b. the CPU threads for what the machine has free now (pipelines/threads.py)
         # 2. Encode each key once: noise from its seed (CPU generator, then moved), embeds via encode_prompt.
         job = self.start_job(request, walk, on_step, should_stop)
         timings["encode_s"] = time.perf_counter() - started

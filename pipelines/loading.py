@@ -15,6 +15,7 @@ use); `keep_safety_checker=True` keeps it, and flagged frames are reported.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -23,9 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
     from diffusers import DiffusionPipeline
 
 # The models shipped in the repo, by the name `--model` takes; the first one present in this
@@ -84,6 +84,8 @@ def bundled_folder(name: str) -> str:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda, then mps, then cpu; an explicit name must be available."""
+    import torch  # here, not at import: `python -m pipelines --help` and bad flags answer without it
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -101,7 +103,29 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def dtype_for(device: torch.device) -> torch.dtype:
     """float16 on CUDA (half the memory, tensor cores); float32 elsewhere (CPU has no fast fp16)."""
+    import torch
+
     return torch.float16 if device.type == "cuda" else torch.float32
+
+
+class _TorchvisionNotice(logging.Filter):
+    """Drops transformers' notice that image processors fall back to PIL without torchvision.
+
+    Importing diffusers' Stable Diffusion pipelines touches `CLIPImageProcessor` (the
+    safety checker's input), and transformers 5 then prints two lines at every start.
+    The PIL fallback is what this project wants (torchvision is not a dependency), so the
+    notice is noise for the user; every other transformers message still shows.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+def drop_torchvision_notice() -> None:
+    """Install the filter once (before diffusers is imported)."""
+    notices = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(existing, _TorchvisionNotice) for existing in notices.filters):
+        notices.addFilter(_TorchvisionNotice())
 
 
 def load_model(spec: str | None = None, device: str = "auto", keep_safety_checker: bool = False) -> LoadedModel:
@@ -109,6 +133,7 @@ def load_model(spec: str | None = None, device: str = "auto", keep_safety_checke
 
     Raises `ModelLoadError` with one clear sentence when the spec cannot be loaded.
     """
+    drop_torchvision_notice()
     torch_device = resolve_device(device)
     dtype = dtype_for(torch_device)
     if spec is None or spec == "":

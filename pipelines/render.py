@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 
+from pipelines import threads
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -82,6 +84,7 @@ class Progress:
         pipeline stays usable.
         """
         self.check_stop()
+        threads.rebalance()  # the machine may have got busier (or freer) since the last step
         if self.on_step is not None:
             self.on_step(
                 StepProgress(self.frames_done, self.frames_total, step + 1, pipe.num_timesteps, self.batch_frames)

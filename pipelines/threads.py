@@ -1,0 +1,175 @@
+"""How many CPU threads torch computes with: as many as there are cores no other process is using.
+
+Why this exists: torch's OpenMP workers spin at the barrier after every operation. When
+another process holds one of the cores, the worker sharing that core is descheduled for
+a whole time slice while its partner spins, and every one of the thousands of small
+operations in a denoising step waits for it: on 2 cores with one busy, a morph of the
+bundled models rendered 20-30x slower with torch's default of 2 threads than with 1.
+With the cores free, 2 threads are faster than 1. So the count follows the machine:
+
+- `auto` (the default): before a render and at every denoising step (at most every
+  `RECHECK_S`), read how much CPU other processes used since the last look (`/proc/stat`
+  minus this process's own time) and use the cores left over, at least one.
+- a number (`--threads N` or `LATENT_MORPH_THREADS=N`): exactly that many, always.
+
+torch keeps the thread count per calling thread (OpenMP's team size belongs to the
+thread that starts the parallel region), so the count is set from the thread that
+renders: `rebalance()` is called by the engine at the start of a render and at each
+step boundary. On systems without `/proc` (macOS, Windows) `auto` keeps torch's choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+THREADS_ENV = "LATENT_MORPH_THREADS"
+AUTO = "auto"
+RECHECK_S = 0.5  # how often a render looks at the machine again (two small file reads)
+# A look back longer than STALE_S (a server idle for an hour) or shorter than PROBE_S (a few
+# 10 ms clock ticks) says little about now: then the governor looks for PROBE_S before deciding.
+STALE_S = 5.0
+PROBE_S = 0.15
+# Another process's use below this share of a core is noise (a shell, a log writer), not a busy core.
+IDLE_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU time counters at one moment, in clock ticks (USER_HZ)."""
+
+    wall_s: float
+    machine_busy: int  # all processes, all cores: every state but idle and iowait
+    own: int  # this process, all of its threads
+
+
+def read_sample(stat: Path = Path("/proc/stat"), own_stat: Path = Path("/proc/self/stat")) -> CpuSample | None:
+    """The counters now, or None where the kernel does not offer them."""
+    try:
+        fields = stat.read_text().split("\n", 1)[0].split()[1:]
+        own_fields = own_stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    ticks = [int(value) for value in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    # guest time is already counted in user and nice: keep the first 8 fields only
+    busy = sum(ticks[:8]) - idle
+    own = int(own_fields[11]) + int(own_fields[12])  # utime + stime (fields 14 and 15 of stat(5))
+    return CpuSample(time.monotonic(), busy, own)
+
+
+def busy_elsewhere(before: CpuSample, after: CpuSample, ticks_per_s: float | None = None) -> float:
+    """Cores' worth of CPU that other processes used between two samples."""
+    ticks_per_s = ticks_per_s or os.sysconf("SC_CLK_TCK")
+    elapsed = after.wall_s - before.wall_s
+    if elapsed <= 0:
+        return 0.0
+    others = (after.machine_busy - before.machine_busy) - (after.own - before.own)
+    return max(0.0, others / ticks_per_s / elapsed)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def threads_for(cores: int, others: float) -> int:
+    """Threads to use when other processes keep `others` cores busy: the cores left, at least one."""
+    taken = math.ceil(others - IDLE_SHARE) if others > IDLE_SHARE else 0
+    return max(1, min(cores, cores - taken))
+
+
+def parse_threads(text: str | int | None) -> int | None:
+    """`auto` (or empty) -> None; a whole number >= 1 -> that number. ValueError names the bad value."""
+    if text is None or str(text).strip().lower() in ("", AUTO):
+        return None
+    value = str(text).strip()
+    if not value.isdigit() or int(value) < 1 or len(value) > 4:
+        shown = value if len(value) <= 20 else value[:20] + "..."
+        raise ValueError(f"threads must be 'auto' or a whole number from 1 to 9999, got {shown!r}")
+    return int(value)
+
+
+def threads_from_env(environ: dict[str, str] | None = None) -> int | None:
+    """The `LATENT_MORPH_THREADS` setting (None: auto)."""
+    return parse_threads((environ if environ is not None else os.environ).get(THREADS_ENV))
+
+
+class ThreadGovernor:
+    """Sets torch's thread count for the rendering thread: fixed, or the cores other processes leave free."""
+
+    def __init__(self, fixed: int | None = None, cores: int | None = None) -> None:
+        self.fixed = fixed
+        self.cores = cores or usable_cores()
+        self.last = read_sample()
+        self.current: int | None = None
+
+    def describe(self) -> str:
+        if self.fixed is not None:
+            return f"{self.fixed} (--threads / {THREADS_ENV})"
+        if self.last is None:
+            return "torch's default (auto: this system does not report CPU use)"
+        return f"auto: the cores of {self.cores} that other processes leave free, rechecked every {RECHECK_S} s"
+
+    def choose(self) -> int | None:
+        """The count to use now (None: leave torch alone), from the CPU use since the last look."""
+        if self.fixed is not None:
+            return self.fixed
+        now = read_sample()
+        if now is None or self.last is None:
+            return None
+        if self.current is not None and now.wall_s - self.last.wall_s < RECHECK_S:
+            return self.current
+        elapsed = now.wall_s - self.last.wall_s
+        if elapsed > STALE_S or elapsed < PROBE_S:
+            # too long a look back says little about now, too short one sees a few clock ticks: look now
+            time.sleep(PROBE_S)
+            self.last, now = now, read_sample() or now
+        others = busy_elsewhere(self.last, now)
+        self.last = now
+        return threads_for(self.cores, others)
+
+    def rebalance(self) -> None:
+        """Apply `choose()` to torch in the calling thread (the one that renders)."""
+        threads = self.choose()
+        if threads is None:
+            return
+        import torch
+
+        if threads != self.current or torch.get_num_threads() != threads:
+            if threads != self.current:
+                log.info("torch threads: %d (%s)", threads, "fixed" if self.fixed else "auto")
+            torch.set_num_threads(threads)
+            self.current = threads
+
+
+_governor: ThreadGovernor | None = None
+
+
+def configure(threads: int | None) -> ThreadGovernor:
+    """Choose the process's policy once, at start-up (the CLI, the service, a benchmark, a replica)."""
+    global _governor
+    _governor = ThreadGovernor(fixed=threads)
+    return _governor
+
+
+def rebalance() -> None:
+    """Called by the engine before a render and at each step; nothing happens until `configure` ran."""
+    if _governor is not None:
+        _governor.rebalance()
