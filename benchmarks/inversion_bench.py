@@ -126,7 +126,7 @@ def sampler(pipe: Any, name: str) -> Iterator[str]:
 
     before = pipe.scheduler
     if name == "ddim" and not isinstance(before, DDIMScheduler):
-        # DDIM's inverse knows "leading" and "trailing" spacing only (FACTS.md, DDIM inversion by hand)
+        # DDIM's inverse knows "leading" and "trailing" spacing only
         pipe.scheduler = DDIMScheduler.from_config(before.config, timestep_spacing="leading")
     pipe.scheduler = sampler_for_inversion(pipe)
     try:

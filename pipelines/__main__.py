@@ -1,28 +1,59 @@
 """Command line: `python -m pipelines "a red circle" "a blue square" --frames 16 --out morph.gif`.
 
-Exit code 0 on success; 2 with a one-line message on bad input or a model that
-cannot be loaded. The progress bar goes to stderr; written paths go to stdout.
+Exit code 0 on success; 2 with a one-line message on bad input, an output that
+cannot be written or a model that cannot be loaded. Every option is checked against
+the limits the service applies (`pipelines.limits.Limits`, raised with the flags of
+the same names, e.g. `--max-frames`) before the model loads. The outputs are written
+all at once at the end, or none of them. The progress bar goes to stderr; written
+paths go to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import NoReturn
 
+from pipelines.limits import (
+    Limits,
+    check_option,
+    check_prompts,
+    limit_flag,
+    request_limits,
+)
+from pipelines import threads
 from pipelines.loading import BUNDLED_MODELS
-from pipelines.media import SUPPORTED_SUFFIXES, Film, check_suffix, format_for, write
-from pipelines.request import MorphRequest, default_of, format_value, options, parse_option
+from pipelines.media import (
+    SUPPORTED_SUFFIXES,
+    Film,
+    Format,
+    check_output_path,
+    format_for,
+    shown_path,
+    write_all,
+)
+from pipelines.request import MorphRequest, default_of, format_value, options, shown
 
 DEFAULT_OUT = "morph.gif"
+MESSAGE_CHARS = 300  # argparse's other messages (unrecognized arguments) quote what was typed; a long one is cut
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports bad arguments in one line (scripts read the last line)."""
+    """argparse that reports bad arguments in one short line (scripts read the last line)."""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        # argparse's own check quotes a bad choice whole; this one echoes a short prefix
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {shown(value)} (choose from {choices})")
 
     def error(self, message: str) -> NoReturn:
+        if len(message) > MESSAGE_CHARS:
+            message = shown(message, MESSAGE_CHARS)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -30,39 +61,33 @@ class _OneLineParser(argparse.ArgumentParser):
 _CLI_SHAPES = {"seeds": ("+", "S"), "scale": (2, ("S0", "S1")), "size": (None, "WxH"), "grid": (None, "RxC")}
 
 
-def _argument_type(name: str):
-    """An argparse `type` that parses one option's text form and reports errors in its terms."""
-
-    def convert(text: str):
-        try:
-            return parse_option(name, text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    convert.__name__ = name
-    return convert
-
-
 def add_request_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per field of MorphRequest, generated from its declaration (pipelines/request.py)."""
+    """One flag per field of MorphRequest, generated from its declaration (pipelines/request.py).
+
+    Values are kept as typed: `request_from_args` converts and checks them against the limits.
+    """
+    defaults = Limits()
     for name, spec in options().items():
         flag = spec.flag or "--" + name.replace("_", "-")
         default = default_of(name)
-        shown = format_value(default, spec.kind) if default is not None else "model's own" if name == "size" else "auto"
-        help_text = f"{spec.help} ({shown})"
+        usual = format_value(default, spec.kind) if default is not None else "model's own" if name == "size" else "auto"
+        cap = f"; at most {getattr(defaults, spec.limit):g} unless {limit_flag(spec.limit)}" if spec.limit else ""
+        help_text = f"{spec.help} ({usual}{cap})"
         if spec.kind == "flag":
             parser.add_argument(flag, dest=name, action="store_true", help=help_text)
         elif spec.kind == "choice":
             parser.add_argument(flag, dest=name, choices=spec.choices, default=default, help=help_text)
-        elif spec.kind in ("seeds", "scale"):
-            nargs, metavar = _CLI_SHAPES[spec.kind]
-            item = int if spec.kind == "seeds" else float
-            parser.add_argument(flag, dest=name, type=item, nargs=nargs, metavar=metavar, default=None,
-                                help=help_text)
         else:
-            metavar = _CLI_SHAPES.get(spec.kind, (None, None))[1]
-            parser.add_argument(flag, dest=name, type=_argument_type(name), default=None, metavar=metavar,
-                                help=help_text)
+            nargs, metavar = _CLI_SHAPES.get(spec.kind, (None, None))
+            parser.add_argument(flag, dest=name, nargs=nargs, metavar=metavar, default=None, help=help_text)
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per request limit, named as the service's launch flags (the messages name them)."""
+    group = parser.add_argument_group("limits", "the service's limits, which the CLI applies too; raise them here")
+    for item in request_limits():
+        group.add_argument(limit_flag(item.name), dest=item.name, type=type(item.default), default=None,
+                           metavar="N", help=f"{item.metadata['help']} ({item.default:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,10 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("prompts", nargs="+", metavar="PROMPT", help="the keyframes, in the walk's order")
     add_request_options(parser)
+    add_limit_options(parser)
     parser.add_argument("--model", default=None, metavar="SPEC",
                         help=f"a bundled model ({', '.join(BUNDLED_MODELS)}), hub id, diffusers folder, "
                         ".safetensors file or tiny (default: the first bundled model this checkout has)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    threads.add_threads_flag(parser)
     parser.add_argument(
         "--out", action="append", default=None, metavar="PATH",
         help=f"output file, format from the suffix ({', '.join(SUPPORTED_SUFFIXES)}; .png is the strip, "
@@ -94,13 +121,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def request_from_args(args: argparse.Namespace) -> MorphRequest:
-    """The MorphRequest the arguments describe: given options, declared defaults for the rest."""
-    values = {name: getattr(args, name) for name in options() if getattr(args, name) is not None}
-    for name in ("seeds", "scale"):
-        if name in values:
-            values[name] = tuple(values[name])
-    return MorphRequest(prompts=tuple(args.prompts), **values)
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    """The service's default limits, with those given on the command line instead."""
+    given = {item.name: getattr(args, item.name) for item in request_limits() if getattr(args, item.name) is not None}
+    return Limits(**given)
+
+
+def request_from_args(args: argparse.Namespace, limits: Limits | None = None) -> MorphRequest:
+    """The MorphRequest the arguments describe, each given option checked against `limits` (LimitError)."""
+    from pipelines.walks import get_walk
+
+    limits = limits or Limits()
+    prompts = tuple(args.prompts)
+    # several words (--seed 1 2, --scale 0 1) are checked as one text, as the service's form sends them
+    given = {name: getattr(args, name) for name in options() if getattr(args, name) is not None}
+    values = {name: check_option(name, " ".join(value) if isinstance(value, list) else value, limits, len(prompts))
+              for name, value in given.items()}
+    check_prompts(prompts, get_walk(values.get("walk", "chain")).more_keys, limits)
+    return MorphRequest(prompts=prompts, **values)
+
+
+def output_targets(args: argparse.Namespace, still: str) -> list[tuple[Path, Format | str]]:
+    """Every file to write, with its format: each checked writable now, before any work (ValueError)."""
+    outputs = args.out or ([] if args.manifest or args.plot else [DEFAULT_OUT])
+    targets: list[tuple[Path, Format | str]] = [(Path(path), format_for(path, still)) for path in outputs]
+    targets += [(Path(path), name) for path, name in ((args.manifest, "manifest"), (args.plot, "plot")) if path]
+    seen: set[str] = set()
+    for path, _ in targets:
+        check_output_path(path)
+        if os.path.abspath(path) in seen:  # the second would overwrite the first
+            raise ValueError(f"output {shown_path(path)} is given twice")
+        seen.add(os.path.abspath(path))
+    return targets
 
 
 def _quiet_libraries() -> None:
@@ -123,37 +175,53 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    _quiet_libraries()
-    outputs = [Path(path) for path in (args.out or ([] if args.manifest or args.plot else [DEFAULT_OUT]))]
-    # Everything that can be checked without a model is checked first: bad input costs nothing.
+def checked_inputs(args: argparse.Namespace) -> tuple[MorphRequest, Limits, list[tuple[Path, Format | str]]]:
+    """(request, limits, outputs): everything that can be checked without a model (ValueError on the first fault)."""
     from pipelines.keys import keys_for
     from pipelines.request import check_request
     from pipelines.walks import get_walk
 
+    limits = limits_from_args(args)
+    request = request_from_args(args, limits)
+    check_request(request)
+    # pictures are read and checked now (their fit to the render size comes later)
+    keys_for(request.prompts, request.seeds, request.size or (64, 64))
+    return request, limits, output_targets(args, get_walk(request.walk).still)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    # 1. everything that can be checked without a model is checked first: bad input costs nothing
     try:
-        request = request_from_args(args)
-        check_request(request)
-        # pictures are read and checked now (their fit to the render size comes later)
-        keys_for(request.prompts, request.seeds, request.size or (64, 64))
-        walk = get_walk(request.walk)
-        formats = [(path, format_for(path, walk.still)) for path in outputs]
+        request, limits, targets = checked_inputs(args)
     except ValueError as error:
         return _fail(str(error))
 
+    governor = threads.configure(args.threads)  # before torch runs anything
     from tqdm import tqdm
 
     from pipelines.cache import default_frame_cache
     from pipelines.engine import Morpher
+    from pipelines.limits import check_pixels
     from pipelines.loading import ModelLoadError, load_model
 
+    # 2. the model, then its own size (when none was asked for) against the same limit
     try:
         model = load_model(args.model, device=args.device, keep_safety_checker=args.keep_safety_checker)
     except ModelLoadError as error:
         return _fail(str(error))
+    except OSError as error:  # e.g. a --model name too long for the file system
+        return _fail(f"model {shown_path(args.model)}: {error.strerror}")
+    morpher = Morpher(model, cache=default_frame_cache())  # a repeated or re-timed morph renders only what is new
+    try:
+        resolved = morpher.resolve(request)  # only checked: the manifest keeps the size as asked (None)
+        check_pixels(resolved.width, resolved.height, limits)
+    except ValueError as error:
+        return _fail(str(error))
 
+    # 3. render
     started = time.perf_counter()
     with tqdm(total=None, unit="step", desc="morph", file=sys.stderr) as bar:
 
@@ -163,25 +231,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.set_postfix_str(f"frame {progress.frames_done}/{progress.frames_total}", refresh=False)
             bar.refresh()
 
-        # Frames are cached on disk: a repeated or re-timed morph renders only what is new.
-        result = Morpher(model, cache=default_frame_cache()).render(request, on_step=on_step)
-    manifest = {**result.manifest, "outputs": [str(path) for path in outputs]}
-    film = film_of(result, manifest)
+        result = morpher.render(request, on_step=on_step)
+
+    # 4. write every output, or none of them
+    outputs = [str(path) for path, fmt in targets if fmt not in ("manifest", "plot")]
+    film = film_of(result, {**result.manifest, "outputs": outputs})
     try:
-        for path, fmt in formats:
-            print(write(film, path, fmt))
-        if args.manifest:
-            print(write(film, args.manifest, "manifest"))
-        if args.plot:
-            print(write(film, args.plot, "plot"))
+        for path in write_all(film, targets):
+            print(path)
     except OSError as error:
-        return _fail(f"could not write output: {error}", code=1)
+        return _fail(f"could not write the outputs, so none was written: {error}", code=1)
     flagged = result.manifest["nsfw_frames"]
     if flagged:
         print(f"warning: the safety checker flagged frames {flagged} (blacked out)", file=sys.stderr)
     cost = result.manifest.get("render") or {}
     reused = f", {cost['cache_hits']} from the frame cache" if cost.get("cache_hits") else ""
-    print(f"{len(film.images)} frames in {time.perf_counter() - started:.1f} s with model {model.name}{reused}",
+    used = f", CPU threads: {governor.current} ({'fixed' if governor.fixed else 'auto'})" \
+        if model.device.type == "cpu" and governor.current else ""
+    print(f"{len(film.images)} frames in {time.perf_counter() - started:.1f} s with model {model.name}{reused}{used}",
           file=sys.stderr)
     return 0
 

@@ -1,19 +1,26 @@
 """Frames -> GIF / WebP / MP4 / strip PNG / grid PNG / JSON manifest: one registry. I/O lives here, at the edge.
 
 MP4 is H.264 in yuv420p (what browsers and phones play) through the ffmpeg binary
-that the `imageio-ffmpeg` wheel ships, so no system ffmpeg is needed.
+that the `imageio-ffmpeg` wheel ships, so no system ffmpeg is needed. Every file is
+written to a temporary name beside it and renamed once complete (`write_all`), so a
+failure never leaves a partial output behind.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+import os
+import secrets
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from pipelines.request import shown
+
 
 @dataclass(frozen=True)
 class Film:
@@ -84,6 +91,7 @@ FORMATS: dict[str, Format] = {
     )
 }
 SUPPORTED_SUFFIXES = (".gif", ".mp4", ".webp", ".png")  # what --out takes (the manifest has --manifest)
+PATH_CHARS = 200  # of a path, a message shows this much
 
 
 def format_for(path: Path | str, still: str = "strip") -> Format:
@@ -98,19 +106,76 @@ def check_suffix(path: Path | str) -> str:
     """The lower-case suffix of an output path, or ValueError naming the supported ones."""
     suffix = Path(path).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise ValueError(f"unknown output format {str(path)!r}: use one of {', '.join(SUPPORTED_SUFFIXES)}")
+        raise ValueError(f"unknown output format {shown_path(path)}: use one of {', '.join(SUPPORTED_SUFFIXES)}")
     return suffix
+
+
+def shown_path(path: Path | str) -> str:
+    """A path as messages echo it: whole unless absurdly long (a message stays one short line)."""
+    return shown(str(path), PATH_CHARS)
+
+
+def check_output_path(path: Path | str) -> Path:
+    """`path` if a file can be written there (its folder exists and is writable, it is no folder); else ValueError.
+
+    Cheap and side-effect free, so a caller checks every output before any work.
+    """
+    path = Path(path)
+    folder = path.parent  # Path("m.gif").parent is Path(".")
+    try:
+        if path.is_dir():
+            raise ValueError(f"output {shown_path(path)} is a folder; give a file name")
+        if not folder.is_dir():
+            missing = "is not a folder" if folder.exists() else "does not exist"
+            raise ValueError(f"output {shown_path(path)}: the folder {shown_path(folder)} {missing}")
+    except OSError as error:  # a name too long for the file system, a loop of links, ...
+        raise ValueError(f"output {shown_path(path)}: {error.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"output {shown_path(path)}: the folder {shown_path(folder)} is not writable")
+    return path
 
 
 def write(film: Film, path: Path | str, fmt: Format | str | None = None) -> Path:
     """Write `film` to `path` in `fmt` (a Format, a registry name, or None: from the suffix)."""
-    path = Path(path)
-    if not film.images and (fmt != "manifest"):
-        raise ValueError("no frames to write")
+    return write_all(film, [(path, fmt)])[0]
+
+
+def write_all(film: Film, targets: Sequence[tuple[Path | str, Format | str | None]]) -> list[Path]:
+    """Write `film` to every (path, format) target; returns the paths.
+
+    Each file is written to a temporary name in its own folder (so the rename is atomic)
+    and the renames come last: when any writer fails, every temporary file is removed and
+    no output of this call is left, complete or partial.
+    """
+    planned = [(Path(path), _chosen(film, Path(path), fmt)) for path, fmt in targets]
+    temporaries: list[Path] = []
+    try:
+        for path, chosen in planned:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporaries.append(_reserve_beside(path))
+            chosen.write(film, temporaries[-1])
+        for (path, _), temporary in zip(planned, temporaries):
+            os.replace(temporary, path)
+    except BaseException:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+        raise
+    return [path for path, _ in planned]
+
+
+def _chosen(film: Film, path: Path, fmt: Format | str | None) -> Format:
     chosen = FORMATS[fmt] if isinstance(fmt, str) else fmt or format_for(path, "grid" if film.tiles else "strip")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    chosen.write(film, path)
-    return path
+    if not film.images and chosen.name != "manifest":
+        raise ValueError("no frames to write")
+    return chosen
+
+
+def _reserve_beside(path: Path) -> Path:
+    """A new empty file next to `path`, named after it, keeping its suffix (ffmpeg and matplotlib read it)."""
+    temporary = path.with_name(f".{path.stem[:64]}.{secrets.token_hex(4)}.partial{path.suffix}")
+    # created here, with the usual permissions (umask), so no other writer can take the name
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return temporary
 
 
 def write_media(images: list[Image.Image], path: Path, fps: float = 8.0, loop: bool = True) -> Path:
@@ -120,7 +185,7 @@ def write_media(images: list[Image.Image], path: Path, fps: float = 8.0, loop: b
 
 def _frame_ms(fps: float) -> int:
     """Frame duration in milliseconds (GIF stores hundredths of a second, so round to 10 ms)."""
-    return max(10, int(round(100.0 / fps)) * 10)
+    return max(10, round(100.0 / fps) * 10)
 
 
 def write_gif(frames: list[Image.Image], path: Path, fps: float = 8.0, loop: bool = True) -> None:
@@ -138,7 +203,7 @@ def write_webp(frames: list[Image.Image], path: Path, fps: float = 8.0, loop: bo
         format="WEBP",
         save_all=True,
         append_images=frames[1:],
-        duration=int(round(1000.0 / fps)),
+        duration=round(1000.0 / fps),
         loop=0 if loop else 1,
         quality=90,
     )

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 from pipelines.timing import SPACINGS
 from pipelines.walks import WALKS as WALK_REGISTRY
@@ -24,18 +25,31 @@ from pipelines.walks import get_walk
 INTERPS = ("slerp", "lerp")
 NOISE_INTERPS = ("slerp", "lerp")
 ATTENTION_MODES = ("plain", "interpolate")
-# torch.Generator takes 64-bit seeds; the service offers 32 bits (plenty, and portable).
+# torch.Generator takes 64-bit seeds; every surface takes 32 bits (plenty, and portable).
 SEED_MAX = 2**32 - 1
 WALKS = tuple(WALK_REGISTRY)  # the walks' names, from their registry (pipelines/walks.py)
 _PAIR_RE = re.compile(r"^\s*(\d+)\s*[x×X*]\s*(\d+)\s*$")
+MAX_DIGITS = 30  # more than any limit has; int() refuses text of over 4300 digits with a message of its own
+SHOWN_CHARS = 40  # how much of a bad value a message echoes
 
 
 # ---------------------------------------------------------------- text forms of the values
 
+def shown(value: Any, chars: int = SHOWN_CHARS) -> str:
+    """How a message echoes a value: its repr, cut to `chars` characters with the full length said."""
+    if isinstance(value, str) and len(value) > chars:
+        return f"{value[:chars]!r}…({len(value)} characters)"
+    try:
+        text = repr(value)
+    except ValueError:  # an int of over 4300 digits has no repr
+        return f"a whole number of {value.bit_length()} bits"
+    return text if len(text) <= chars else f"{text[:chars]}…({len(text)} characters)"
+
+
 def parse_seeds(text: Any) -> tuple[int, ...]:
     """'7' or '1, 2 3' (or a number, or a list) -> a tuple of whole numbers."""
     if isinstance(text, bool):
-        raise ValueError(f"seeds must be whole numbers, got {text!r}")
+        raise ValueError(f"seeds must be whole numbers, got {shown(text)}")
     items = text if isinstance(text, (list, tuple)) else re.split(r"[\s,;]+", str(text).strip())
     items = [item for item in items if str(item).strip() != ""]
     if not items:
@@ -51,7 +65,7 @@ def _whole_number(name: str, value: Any) -> int:
         if not math.isfinite(number) or number != int(number):
             raise ValueError
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+        raise ValueError(f"{name} must be a whole number, got {shown(value)}") from None
     return int(number)
 
 
@@ -63,7 +77,9 @@ def parse_pair(name: str, example: str) -> Callable[[Any], tuple[int, int]]:
             return _whole_number(name, value[0]), _whole_number(name, value[1])
         match = _PAIR_RE.match(value) if isinstance(value, str) else None
         if match is None:
-            raise ValueError(f"{name} must look like {example}, got {value!r}")
+            raise ValueError(f"{name} must look like {example}, got {shown(value)}")
+        if max(len(digits) for digits in match.groups()) > MAX_DIGITS:
+            raise ValueError(f"{name} {shown(value)} is far too large")
         return int(match.group(1)), int(match.group(2))
 
     return parse
@@ -75,7 +91,7 @@ def parse_scale(value: Any) -> tuple[float, float]:
     try:
         start, end = (float(item) for item in items)
     except (TypeError, ValueError):
-        raise ValueError(f"scale must be two numbers (start and end, e.g. '0 1.5'), got {value!r}") from None
+        raise ValueError(f"scale must be two numbers (start and end, e.g. '0 1.5'), got {shown(value)}") from None
     return start, end
 
 
@@ -87,7 +103,7 @@ def parse_flag(value: Any) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise ValueError(f"must be true or false, got {value!r}")
+    raise ValueError(f"must be true or false, got {shown(value)}")
 
 
 def format_value(value: Any, kind: str | None = None) -> Any:
@@ -117,7 +133,7 @@ class Option:
     kind: str  # "int" | "float" | "text" | "choice" | "flag" | "seeds" | "size" | "grid" | "scale"
     choices: tuple[str, ...] = ()
     low: float | None = None  # the smallest value that makes sense anywhere
-    limit: str | None = None  # the service limit (a `service.limits.Limits` field) that caps it
+    limit: str | None = None  # the limit (a `pipelines.limits.Limits` field) that caps it
     per_walk: bool = False  # read only by the walks that list it in their `reads` (else by every walk)
     flag: str | None = None  # the CLI flag, when it is not "--" + the field name
     api: bool = True  # offered by the page and the API (else CLI and Python only)
@@ -231,18 +247,18 @@ def parse_option(name: str, value: Any) -> Any:
         raise ValueError(message if name in message else f"{name}: {message}") from None
 
 
-# ---------------------------------------------------------------- checks (no limits here: the service has them)
+# ---------------------------------------------------------------- checks (the limits are in pipelines/limits.py)
 
 def check_request(request: MorphRequest) -> None:
     """Raise ValueError naming the first bad field, its value and the rule it breaks."""
     prompts = request.prompts
     if not isinstance(prompts, tuple) or len(prompts) < 2:
-        raise ValueError(f"prompts must be a tuple of at least 2 prompts, got {prompts!r}")
+        raise ValueError(f"prompts must be a tuple of at least 2 prompts, got {shown(prompts)}")
     for prompt in prompts:
         if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"every prompt must be non-empty text, got {prompt!r}")
+            raise ValueError(f"every prompt must be non-empty text, got {shown(prompt)}")
     if request.walk not in WALK_REGISTRY:
-        raise ValueError(f"walk must be one of {', '.join(WALK_REGISTRY)}, got {request.walk!r}")
+        raise ValueError(f"walk must be one of {', '.join(WALK_REGISTRY)}, got {shown(request.walk)}")
     for name, spec in options().items():
         if walk_reads(request.walk, name):  # an option the walk does not read is not its concern
             _check_value(name, spec, getattr(request, name))
@@ -255,26 +271,26 @@ def _check_value(name: str, spec: Option, value: Any) -> None:
     if value is None and default_of(name) is None:
         return
     if spec.kind == "choice" and value not in spec.choices:
-        raise ValueError(f"{name} must be one of {', '.join(spec.choices)}, got {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(spec.choices)}, got {shown(value)}")
     if spec.kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < spec.low):
-        raise ValueError(f"{name} must be a whole number >= {spec.low:g}, got {value!r}")
+        raise ValueError(f"{name} must be a whole number >= {spec.low:g}, got {shown(value)}")
     if spec.kind == "float" and (not isinstance(value, (int, float)) or not math.isfinite(value)
                                  or (spec.low is not None and value < spec.low)):
-        raise ValueError(f"{name} must be a finite number{_at_least(spec)}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number{_at_least(spec)}, got {shown(value)}")
     if name == "fps" and not value > 0:
-        raise ValueError(f"fps must be a positive number, got {value!r}")
+        raise ValueError(f"fps must be a positive number, got {shown(value)}")
     if spec.kind == "seeds":
         for seed in value:
-            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-                raise ValueError(f"seeds must be integers in [0, 2**63), got {seed!r}")
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+                raise ValueError(f"seeds must be whole numbers between 0 and {SEED_MAX}, got {shown(seed)}")
     if spec.kind == "size":
         for side_name, side in zip(("width", "height"), value):
             if not isinstance(side, int) or side < 8 or side % 8:
-                raise ValueError(f"size: {side_name} must be a positive multiple of 8, got {side}")
+                raise ValueError(f"size: {side_name} must be a positive multiple of 8, got {shown(side)}")
     if spec.kind == "grid" and (len(value) != 2 or min(value) < spec.low):
-        raise ValueError(f"grid must have at least {spec.low:g} rows and {spec.low:g} columns, got {value!r}")
+        raise ValueError(f"grid must have at least {spec.low:g} rows and {spec.low:g} columns, got {shown(value)}")
     if spec.kind == "scale" and (len(value) != 2 or not all(math.isfinite(item) for item in value)):
-        raise ValueError(f"scale must be two finite numbers, got {value!r}")
+        raise ValueError(f"scale must be two finite numbers, got {shown(value)}")
     if spec.kind == "text" and not isinstance(value, str):
         raise ValueError(f"{name} must be text, got {type(value).__name__}")
 

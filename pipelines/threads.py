@@ -12,6 +12,8 @@ With the cores free, 2 threads are faster than 1. So the count follows the machi
   minus this process's own time) and use the cores left over, at least one.
 - a number (`--threads N` or `LATENT_MORPH_THREADS=N`): exactly that many, always.
 
+`auto` never goes above `OMP_NUM_THREADS` when that is set.
+
 torch keeps the thread count per calling thread (OpenMP's team size belongs to the
 thread that starts the parallel region), so the count is set from the thread that
 renders: `rebalance()` is called by the engine at the start of a render and at each
@@ -20,10 +22,12 @@ step boundary. On systems without `/proc` (macOS, Windows) `auto` keeps torch's 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +78,9 @@ def busy_elsewhere(before: CpuSample, after: CpuSample, ticks_per_s: float | Non
     return max(0.0, others / ticks_per_s / elapsed)
 
 
-def usable_cores() -> int:
-    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota."""
+def usable_cores(environ: Mapping[str, str] | None = None) -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota and by
+    `OMP_NUM_THREADS` when it is set (someone sharing the machine asked for at most that many)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -86,6 +91,9 @@ def usable_cores() -> int:
             cores = min(cores, max(1, math.floor(int(quota) / int(period))))
     except (OSError, ValueError):
         pass
+    asked = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "").strip()
+    if asked.isdigit() and int(asked) >= 1:
+        cores = min(cores, int(asked))
     return max(1, cores)
 
 
@@ -109,6 +117,24 @@ def parse_threads(text: str | int | None) -> int | None:
 def threads_from_env(environ: dict[str, str] | None = None) -> int | None:
     """The `LATENT_MORPH_THREADS` setting (None: auto)."""
     return parse_threads((environ if environ is not None else os.environ).get(THREADS_ENV))
+
+
+THREADS_HELP = ("CPU threads torch renders with: 'auto' uses the cores other processes leave free, looked at "
+                "before each render and during it; a number fixes it")
+
+
+def add_threads_flag(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """`--threads auto|N`, its default from `LATENT_MORPH_THREADS`: the same flag for the CLI and the service."""
+    def convert(text: str) -> int | None:
+        try:
+            return parse_threads(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = "threads"
+    env = os.environ if environ is None else environ
+    parser.add_argument("--threads", type=convert, default=(env.get(THREADS_ENV) or "").strip() or AUTO,
+                        metavar="auto|N", help=f"{THREADS_HELP} ({THREADS_ENV}; default auto)")
 
 
 class ThreadGovernor:

@@ -120,3 +120,8 @@ def test_the_service_takes_threads_from_its_flag_or_environment() -> None:
     with pytest.raises(SystemExit) as exited:
         parse_config(["--threads", "0"], environ={})
     assert exited.value.code == 2
+
+
+def test_auto_never_goes_above_omp_num_threads() -> None:
+    assert threads.usable_cores({"OMP_NUM_THREADS": "1"}) == 1
+    assert threads.usable_cores({}) == threads.usable_cores({"OMP_NUM_THREADS": "not a number"}) >= 1

@@ -331,3 +331,45 @@ def test_a_direction_takes_a_picture_for_its_start_only(uploads: Path) -> None:
     assert request.prompts[0] == f"image:{picture.resolve()}|"
     with pytest.raises(LimitError, match="unknown parameter 'image_b' for the direction walk"):
         picture_form(uploads, "direction", image_b=str(picture))
+
+
+# ---------------------------------------------------------------- one declaration, short echoes
+
+def test_the_service_takes_its_limits_from_the_one_declaration_in_pipelines() -> None:
+    import pipelines.limits
+    from service.config import build_parser
+
+    assert Limits is pipelines.limits.Limits and LimitError is pipelines.limits.LimitError
+    flags = {action.dest for action in build_parser({})._actions}
+    assert {item.name for item in pipelines.limits.request_limits()} <= flags
+
+
+HUGE = "y" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("walk", "name"),
+    [("chain", "frames"), ("chain", "steps"), ("chain", "guidance"), ("chain", "fps"), ("chain", "size"),
+     ("chain", "seeds"), ("chain", "interp"), ("chain", "loop"), ("chain", "model"), ("grid", "grid"),
+     ("direction", "scale")],
+)
+def test_a_huge_value_is_echoed_as_a_short_prefix(walk: str, name: str) -> None:
+    with pytest.raises(LimitError) as caught:
+        form(walk, **{name: HUGE})
+    message = str(caught.value)
+    assert len(message) < 200 and f"'{'y' * 40}'…(100000 characters)" in message
+
+
+@pytest.mark.parametrize(
+    ("walk", "overrides", "needle"),
+    [("chain", {"size": "9" * 5000 + "x64"}, "is over the limit of 16384 pixels per frame (--max-pixels)."),
+     ("chain", {"size": "64x" + "8" * 5000}, "is over the limit of 16384 pixels per frame (--max-pixels)."),
+     ("grid", {"grid": "9" * 5000 + "x3"}, "grid rows must be between 2 and 5 (--max-grid-side)"),
+     ("chain", {"frames": "9" * 5000}, "frames must be between 2 and 24 (--max-frames)"),
+     ("chain", {"seeds": "9" * 5000}, f"seed must be between 0 and {SEED_MAX}")],
+)
+def test_thousands_of_digits_get_the_named_limit(walk: str, overrides: dict, needle: str) -> None:
+    """int() of over 4300 digits raises its own ValueError; the digits are counted first."""
+    with pytest.raises(LimitError) as caught:
+        form(walk, **overrides)
+    assert needle in str(caught.value) and "4300" not in str(caught.value) and len(str(caught.value)) < 200
