@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-POLICY_NAMES = {"default": "torch's default (before)", "1": "1 thread", "2": "2 threads", "auto": "auto (now)"}
+POLICY_NAMES = {"default": "torch's default (before)", "1": "1 thread", "auto": "auto (now)"}
 WORKLOAD_NAMES = {
     "shapes64": "shapes64, 4 frames x 10 steps, 64 px",
     "scenes": "scenes, 16 frames x 20 steps, 128 px",

@@ -14,12 +14,14 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from pipelines.limits import (
     Limits,
+    device_limits,
     check_option,
     check_prompts,
     limit_flag,
@@ -66,12 +68,16 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
 
     Values are kept as typed: `request_from_args` converts and checks them against the limits.
     """
-    defaults = Limits()
+    defaults, on_cpu = Limits(), device_limits("cpu")
     for name, spec in options().items():
         flag = spec.flag or "--" + name.replace("_", "-")
         default = default_of(name)
         usual = format_value(default, spec.kind) if default is not None else "model's own" if name == "size" else "auto"
-        cap = f"; at most {getattr(defaults, spec.limit):g} unless {limit_flag(spec.limit)}" if spec.limit else ""
+        cap = ""
+        if spec.limit:
+            most, cpu_most = getattr(defaults, spec.limit), getattr(on_cpu, spec.limit)
+            cpu_note = f", {cpu_most:g} on a CPU" if cpu_most != most else ""
+            cap = f"; at most {most:g}{cpu_note} unless {limit_flag(spec.limit)}"
         help_text = f"{spec.help} ({usual}{cap})"
         if spec.kind == "flag":
             parser.add_argument(flag, dest=name, action="store_true", help=help_text)
@@ -122,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def limits_from_args(args: argparse.Namespace) -> Limits:
-    """The service's default limits, with those given on the command line instead."""
+    """The service's default limits for the device (smaller on a CPU), with those given on the command line instead."""
     given = {item.name: getattr(args, item.name) for item in request_limits() if getattr(args, item.name) is not None}
-    return Limits(**given)
+    return replace(device_limits(args.device), **given)
 
 
 def request_from_args(args: argparse.Namespace, limits: Limits | None = None) -> MorphRequest:

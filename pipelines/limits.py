@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
 from pipelines.keys import is_image_spec
@@ -70,6 +70,18 @@ class Limits:
     def sizes(self, candidates: tuple[int, ...] = (64, 128, 256, 384, 512, 768, 1024)) -> list[str]:
         """Square sizes within `max_pixels`, for the size menu (other sizes may be typed)."""
         return [f"{side}x{side}" for side in candidates if side * side <= self.max_pixels]
+
+
+def device_limits(device: str) -> Limits:
+    """The default limits for models on `device` ("auto" is this machine's best): a CPU gets
+    fewer frames and smaller frames than a GPU, whose defaults are `Limits()`."""
+    if device == "auto":
+        from pipelines.loading import resolve_device
+
+        device = resolve_device("auto").type
+    if device == "cpu":
+        return replace(Limits(), max_frames=32, max_pixels=256 * 256)
+    return Limits()
 
 
 def request_limits() -> tuple[Field, ...]:

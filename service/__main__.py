@@ -20,7 +20,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-from service.config import ServiceConfig, parse_config  # noqa: E402
+from service.config import ServiceConfig, parse_config, port_problem  # noqa: E402
 
 log = logging.getLogger("service")
 BUNDLED_ALIASES = ("bundled", "default")
@@ -86,10 +86,17 @@ def deploy_remote(config: ServiceConfig) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse flags, load the models, launch; returns the exit code (2 on a model that will not load)."""
+    """Parse flags, load the models, launch; returns the exit code (2 on a busy port or a model that will not load)."""
     config = parse_config(argv)
+    busy = port_problem(config.host, config.port)  # before any model loads: a busy port costs nothing
+    if busy:
+        print(f"error: {busy}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
+    from pipelines import threads
+
+    log.info("torch threads: %s", threads.configure(config.threads).describe())
     from pipelines.loading import ModelLoadError
     from service.backends import BackendUnavailable
 
@@ -99,21 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from service.app import CSS, build_demo
+    from service.server import launch, own_temp_dir
 
-    demo = build_demo(morphers, config.limits, cache_s=config.cache_minutes * 60)
-    demo.launch(
-        server_name=config.host,
-        server_port=config.port,
-        share=False,
-        auth=config.auth,
-        show_error=False,  # users see gr.Error messages only, never tracebacks
-        max_file_size=config.max_file_size,
-        footer_links=["api"],
-        css=CSS,
-        ssr_mode=False,
-        mcp_server=False,
-    )
+    # gradio is first imported in here, so it sees this process's own folder
+    with own_temp_dir(config.temp_dir, config.port):
+        from service.app import build_demo
+
+        demo = build_demo(morphers, config.limits, cache_s=config.cache_minutes * 60)
+        launch(demo, config)  # with the request and upload guards; returns when the server stops
     return 0
 
 

@@ -24,7 +24,7 @@ from service import widgets
 from service.widgets import status_html
 from service.form import inputs_for
 from service.backends import BackendBusy, BackendUnavailable
-from service.jobs import JobCancelled, JobDeadline, JobOutOfMemory
+from service.jobs import DEADLINE_HINT, UNREAD_S, JobCancelled, JobDeadline, JobOutOfMemory, JobUncollected
 from service.limits import LimitError, Limits
 from service.runner import Runner, Update
 
@@ -86,13 +86,16 @@ def guarded(updates: Iterator[Update]) -> Iterator[Update]:
     """The runner's updates, with its plain exceptions turned into the messages visitors see."""
     try:
         yield from updates
+    except JobUncollected as error:  # nobody should be reading; if someone is, they learn why it stopped
+        raise gr.Error(_first_line(error), title="Cancelled", print_exception=False) from None
     except JobCancelled:
         return
     except (LimitError, ValueError) as error:
         raise gr.Error(_first_line(error), title="Invalid input", print_exception=False) from None
     except JobDeadline as error:
-        hint = " Try fewer frames, fewer steps or a smaller size."
-        raise gr.Error(_first_line(error) + hint, title="Time limit", print_exception=False) from None
+        text = _first_line(error)  # the hint is in the message already, unless an older replica sent it
+        text = text if DEADLINE_HINT in text else f"{text} {DEADLINE_HINT}."
+        raise gr.Error(text, title="Time limit", print_exception=False) from None
     except JobOutOfMemory as error:
         hint = " Memory was freed; try a smaller size or fewer frames."
         raise gr.Error(_first_line(error) + hint, title="Out of memory", print_exception=False) from None
@@ -105,6 +108,38 @@ def guarded(updates: Iterator[Update]) -> Iterator[Update]:
     except Exception:
         log.exception("morph failed")
         raise gr.Error("The morph failed on the server; the error was logged.", print_exception=False) from None
+
+
+def result_reader() -> Callable[[], bool] | None:
+    """In a handler: whether the caller of this event reads its results now (None: cannot be told).
+
+    Gradio internals, read here only (tests/test_service_uncollected.py fails if they change): a
+    handler runs with `gradio.context.LocalContext` set (as `gr.Progress` reads it); the queue keeps
+    an asyncio.Queue of messages per session (`Queue.pending_messages_per_session`) that the session's
+    stream (`GET /queue/data`) empties. Someone reads when it is empty or its oldest message changed
+    since the last look (a fast render may yield faster than a reader reads).
+    """
+    from gradio.context import LocalContext
+
+    blocks, request = LocalContext.blocks.get(None), LocalContext.request.get(None)
+    session = getattr(request, "session_hash", None)
+    pending = getattr(getattr(blocks, "_queue", None), "pending_messages_per_session", None)
+    if session is None or not hasattr(pending, "get"):
+        return None  # outside an event, or another Gradio: never cancel on a guess
+    seen: list[Any] = [None]  # the oldest message at the last look
+
+    def reading() -> bool:
+        messages = pending.get(session)
+        if messages is None:
+            return False
+        try:
+            oldest = messages._queue[0]  # asyncio.Queue's deque; the event loop may empty it meanwhile
+        except IndexError:
+            oldest = None
+        before, seen[0] = seen[0], oldest
+        return oldest is None or (before is not None and oldest is not before)
+
+    return reading
 
 
 def api_handler(runner: Runner, walk: str, names: list[str], defaults: list[Any]) -> Callable[..., Iterator[Any]]:
@@ -120,7 +155,7 @@ def api_handler(runner: Runner, walk: str, names: list[str], defaults: list[Any]
 
     def handler(*args: Any, progress: gr.Progress = gr.Progress()) -> Iterator[Any]:
         values = dict(zip(names, args))
-        for update in guarded(runner.updates(walk, values)):
+        for update in guarded(runner.updates(walk, values, reading=result_reader())):
             if update.kind == "clear":
                 yield *([None] * len(outputs)), []
             elif update.kind == "done":
@@ -150,7 +185,7 @@ def page_handler(runner: Runner, walk: str, names: list[str]) -> Callable[..., I
     def handler(*args: Any) -> Iterator[Any]:
         values = dict(zip(names, args))
         keep = [gr.skip()] * (len(outputs) + 2)  # the buttons, the plot and the table
-        for update in guarded(runner.updates(walk, values, extra=("plot",))):
+        for update in guarded(runner.updates(walk, values, extra=("plot",), reading=result_reader())):
             if update.kind == "clear":
                 hidden = [gr.DownloadButton(value=None, visible=False)] * len(outputs)
                 yield None, [], status_html(0.0, "starting"), *hidden, None, None
@@ -177,9 +212,11 @@ def inspect_handler(runner: Runner) -> Callable[..., Iterator[Any]]:
     """
 
     def inspect(manifest: Any, progress: gr.Progress = gr.Progress()) -> Iterator[Any]:
+        reading = result_reader()
+
         def run() -> Iterator[Update]:
             walk, values = widgets.read_manifest_upload(manifest)
-            yield from runner.updates(walk, values, extra=("plot",))
+            yield from runner.updates(walk, values, extra=("plot",), reading=reading)
 
         for update in guarded(run()):
             if update.kind == "done":
@@ -246,15 +283,18 @@ def build_demo(
     *,
     examples: Mapping[str, list[list[str]]] | None = None,
     cache_s: int = 3600,
+    unread_s: float = UNREAD_S,
 ) -> gr.Blocks:
     """The page and the API endpoints for already loaded models (name -> Morpher).
 
     `examples` are prompts per walk shown under each tab (default: the bundled model's
-    shapes); results leave Gradio's cache `cache_s` seconds after they were made.
+    shapes); results leave Gradio's cache `cache_s` seconds after they were made. A job
+    whose caller reads none of its results for `unread_s` seconds is cancelled. Each
+    local model is timed once here, for the cost check (`service.cost`).
     """
     from gradio.utils import get_upload_folder
 
-    runner = Runner(morphers, limits, uploads=Path(get_upload_folder()))
+    runner = Runner(morphers, limits, uploads=Path(get_upload_folder()), unread_s=unread_s)
     default_size = widgets.native_size(next(iter(morphers.values())), limits)
     chosen = examples_for(runner.model_names[0]) if examples is None else examples
     with gr.Blocks(title=TITLE, delete_cache=(min(600, cache_s), cache_s)) as demo:

@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from pipelines.cache import DISK_BYTES
+from pipelines.threads import add_threads_flag
 from service.backends import OPTION_FIELDS, BackendOptions
+from pipelines.limits import device_limits
+from service.cost import SAFETY
+from service.jobs import UNREAD_S
 from service.limits import Limits
+from service.uploads import UploadLimits, parse_size
 
 ENV_PREFIX = "LATENT_MORPH_"
 DEFAULT_FRAME_CACHE_MB = DISK_BYTES / 2**20  # the CLI's default too
 AUTH_ENV = ENV_PREFIX + "AUTH"  # "user:password"
+GRADIO_TEMP_PARENT = os.path.join(tempfile.gettempdir(), "gradio")  # Gradio's own default folder
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,10 @@ class ServiceConfig:
     cache_minutes: int = 60  # results are deleted from Gradio's cache after this long
     frame_cache_mb: float = DEFAULT_FRAME_CACHE_MB  # rendered frames kept on disk (shared with the CLI); 0 = memory only
     backend: BackendOptions = BackendOptions()  # in this process, or on Ray Serve replicas
+    max_body_size: str = "1mb"  # any request body but an upload, at most
+    uploads: UploadLimits = UploadLimits()  # per client and in total; deleted after upload_minutes
+    temp_dir: str = GRADIO_TEMP_PARENT  # this process makes its own folder for uploads and results in here
+    threads: int | None = None  # torch's CPU threads; None = auto, the cores other processes leave free
 
 
 def _env(environ: Mapping[str, str], *names: str) -> str | None:
@@ -83,6 +95,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     parser = argparse.ArgumentParser(
         prog="python -m service",
         description="Serve the latent morph web page and its API (endpoints /morph, /grid and /direction).",
+        epilog=(
+            "The default limits depend on --device: a CPU gets fewer and smaller frames than a GPU. "
+            "Each model is timed once at start-up; a request estimated (x"
+            f"{SAFETY:g}) to take longer than --deadline-s is refused before any work, saying what would fit. "
+            f"A job whose caller reads none of its results for {UNREAD_S:g} s (a queue join whose stream "
+            "is never opened, or a caller that left) is cancelled: skipped before its work, or stopped at "
+            "its next step."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -123,6 +143,22 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help=f"largest upload Gradio accepts ({ENV_PREFIX}MAX_FILE_SIZE)",
     )
     parser.add_argument(
+        "--max-body-size",
+        default=_env(env, ENV_PREFIX + "MAX_BODY_SIZE") or "1mb",
+        help=f"largest request body but an upload; a bigger one is refused (413) unread ({ENV_PREFIX}MAX_BODY_SIZE)",
+    )
+    add_dataclass_flags(parser, env, UploadLimits())
+    parser.add_argument(
+        "--temp-dir",
+        default=_env(env, ENV_PREFIX + "TEMP_DIR", "GRADIO_TEMP_DIR") or GRADIO_TEMP_PARENT,
+        help=(
+            "uploads and results go to a new folder latent-morph-<port>-* made in here at start and removed "
+            "at exit, so two instances never delete each other's files "
+            f"({ENV_PREFIX}TEMP_DIR or GRADIO_TEMP_DIR)"
+        ),
+    )
+    add_threads_flag(parser, env)
+    parser.add_argument(
         "--cache-minutes",
         type=int,
         default=int(_env(env, ENV_PREFIX + "CACHE_MINUTES") or 60),
@@ -140,17 +176,32 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     return parser
 
 
+def use_device_defaults(parser: argparse.ArgumentParser, env: Mapping[str, str], argv: Sequence[str] | None) -> None:
+    """The limits' defaults for the chosen --device (`pipelines.limits.device_limits`); a flag or variable still wins."""
+    device = argparse.ArgumentParser(add_help=False)  # only --device, so --help still lists every flag
+    device.add_argument("--device", default=_env(env, ENV_PREFIX + "DEVICE") or "auto")
+    defaults = device_limits(device.parse_known_args(argv)[0].device)
+    parser.set_defaults(**{field.name: getattr(defaults, field.name) for field in fields(Limits)
+                           if _env(env, ENV_PREFIX + field.name.upper()) is None})
+
+
 def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServiceConfig:
     """Flags (then environment variables, then defaults) -> ServiceConfig. Exits 2 on bad values."""
     env = os.environ if environ is None else environ
     parser = build_parser(env)
+    use_device_defaults(parser, env, argv)
     args = parser.parse_args(argv)
     try:
         limits = Limits(**{field.name: getattr(args, field.name) for field in fields(Limits)})
         backend = BackendOptions(**{field.name: getattr(args, field.name) for field in OPTION_FIELDS})
+        uploads = UploadLimits(**{field.name: getattr(args, field.name) for field in fields(UploadLimits)})
         auth = parse_auth(_env(env, AUTH_ENV))
     except ValueError as error:
         parser.error(str(error))
+    try:
+        parse_size(args.max_body_size)
+    except ValueError as error:
+        parser.error(f"--max-body-size: {error}")
     if not 0 < args.port < 65536:
         parser.error(f"--port must be between 1 and 65535, got {args.port}")
     if args.cache_minutes < 1:
@@ -171,4 +222,30 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         cache_minutes=args.cache_minutes,
         frame_cache_mb=args.frame_cache_mb,
         backend=backend,
+        max_body_size=args.max_body_size,
+        uploads=uploads,
+        temp_dir=args.temp_dir,
+        threads=args.threads,
     )
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port (one line naming them and the flags), or None.
+
+    A bind test, as Gradio's own before it starts: checked right after the flags are
+    read, so a busy port costs nothing instead of a model load. Gradio also probes
+    127.0.0.1 whatever the host, so that address is tried too.
+    """
+    for address in dict.fromkeys((host.strip("[]"), "127.0.0.1")):  # Gradio takes "[::1]" for ::1
+        try:
+            family, kind, proto, _, where = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                                                flags=socket.AI_PASSIVE)[0]
+            with socket.socket(family, kind, proto) as probe:
+                # as uvicorn does: a port left in TIME_WAIT by an earlier server is free
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(where)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            return (f"cannot listen on {address}:{port}: {reason}; "
+                    "choose another port with --port (or another address with --host)")
+    return None

@@ -11,6 +11,11 @@ checked at every step, ends the work at the next step boundary.
 
 The worker, not the handler, releases the model's slot when it really ends,
 so the next job never races a cancelled one on the same scheduler.
+
+A caller that never reads its results (a queue join whose stream is never opened,
+or a stream that has gone) would still hold the model: `ReaderWatch` tells the
+handler when nobody has read them for `UNREAD_S` seconds, and the job is skipped
+before its work starts or stopped at its next step.
 """
 
 from __future__ import annotations
@@ -27,9 +32,19 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# A job whose caller reads none of its results for this long is cancelled: long enough for
+# any client to open its stream after joining the queue, short next to a render (`--help` says it).
+UNREAD_S = 5.0
+# What a visitor can do about a deadline; also in the message of an older replica's JobDeadline.
+DEADLINE_HINT = "Try fewer frames, fewer steps or a smaller size"
+
 
 class JobCancelled(Exception):
     """The job was stopped because its caller went away or pressed Cancel."""
+
+
+class JobUncollected(JobCancelled):
+    """Nobody read the job's results for `UNREAD_S` seconds: its caller never opened its stream, or left."""
 
 
 class JobDeadline(Exception):
@@ -90,6 +105,41 @@ def free_device_memory() -> None:
             torch.mps.empty_cache()
     except Exception:  # freeing memory must never raise a second error
         log.exception("could not empty the device cache")
+
+
+class ReaderWatch:
+    """Whether a job's caller still reads its results: a probe sampled now and then.
+
+    `reading()` says whether someone reads the caller's results at this moment (the
+    web front end asks Gradio's queue). One look can miss a reader that is busy
+    sending, so the watch keeps the last time a look said yes and gives up only
+    after `patience_s` without one, counted from when the watch was made.
+    """
+
+    def __init__(self, reading: Callable[[], bool], patience_s: float = UNREAD_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._reading = reading
+        self.patience_s = patience_s
+        self._clock = clock
+        self._last_read = clock()
+
+    def abandoned(self) -> bool:
+        """Look once; True when nobody has read for longer than the patience."""
+        now = self._clock()
+        if self._reading():
+            self._last_read = now
+        return now - self._last_read > self.patience_s
+
+    def wait_for_reader(self, timeout_s: float, every_s: float = 0.02) -> bool:
+        """Look every `every_s` for up to `timeout_s`; True as soon as someone reads."""
+        deadline = self._clock() + timeout_s
+        while True:
+            if self._reading():
+                self._last_read = self._clock()
+                return True
+            if self._clock() >= deadline:
+                return False
+            time.sleep(every_s)
 
 
 # the work: called in the worker thread as work(report, should_stop) -> result
@@ -165,7 +215,8 @@ class MorphJob:
 
     def _stopped_error(self) -> Exception:
         if self._past_deadline() and not self._stop.is_set():
-            return JobDeadline(f"The job ran past the {self._deadline_s:g} s limit per job and was stopped.")
+            return JobDeadline(f"The job ran past the {self._deadline_s:g} s limit per job and was stopped. "
+                               f"{DEADLINE_HINT}; the limit is the server's --deadline-s.")
         return JobCancelled("The job was cancelled.")
 
     # -- handler side -------------------------------------------------------------

@@ -3,16 +3,19 @@
 `Runner.updates(walk, values)` is what every endpoint (the page's tabs, the
 examples, `/morph`, `/grid`, `/direction`) runs:
 
-1. check every value against the limits (before any work, API calls included);
-2. wait for the model (one job at a time per model: a diffusers scheduler is not thread-safe;
-   a model on Ray Serve replicas takes one job per replica);
+1. check every value against the limits, and the estimated time against the deadline
+   (`service.cost`), before any work, API calls included;
+2. wait until the caller is seen reading the updates (a queue join whose stream is never
+   opened renders nothing), then for the model (one job at a time per model: a diffusers
+   scheduler is not thread-safe; a model on Ray Serve replicas takes one job per replica);
 3. run the morph in a worker thread (`service.jobs.MorphJob`), yielding at every step,
-   so a cancel or a closed tab stops it at the next step; a remote model's work
-   (`service.backends`) streams the same progress and frames back from a replica;
+   so a cancel, a closed tab or a caller nobody reads for `unread_s` stops it at the next
+   step; a remote model's work (`service.backends`) streams the same progress and frames
+   back from a replica;
 4. write the walk's files (media registry) in a private temporary folder and hand
    them over; the caller copies them before asking for the next update.
 
-Errors are plain exceptions (`LimitError`, `JobCancelled`, `JobDeadline`,
+Errors are plain exceptions (`LimitError`, `JobCancelled` and its `JobUncollected`, `JobDeadline`,
 `JobOutOfMemory`, or the engine's own); `service/app.py` turns them into what Gradio shows.
 """
 
@@ -23,13 +26,14 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.cost import Speed, check_cost, speed_of
 from service.form import check_form
-from service.jobs import Done, MorphJob, Progress
+from service.jobs import UNREAD_S, Done, JobUncollected, MorphJob, Progress, ReaderWatch
 from service.limits import LimitError, Limits
 
 if TYPE_CHECKING:
@@ -150,13 +154,22 @@ def _frame_or_done(event: Any) -> bool:
 class Runner:
     """The models on offer (an allow-list fixed at launch) and the procedure that runs a morph."""
 
-    def __init__(self, morphers: Mapping[str, "Morpher"], limits: Limits, uploads: Path | None = None) -> None:
-        """`uploads` is the only folder pictures are read from (Gradio's upload folder)."""
+    def __init__(self, morphers: Mapping[str, "Morpher"], limits: Limits, uploads: Path | None = None,
+                 speeds: Mapping[str, Speed | None] | None = None, unread_s: float = UNREAD_S) -> None:
+        """`uploads` is the only folder pictures are read from (Gradio's upload folder).
+
+        `speeds`: how fast each model renders (default: each local model timed now, once,
+        see `service.cost`); a model without one is not checked against the deadline.
+        `unread_s`: a job whose caller reads none of its updates for this long is cancelled.
+        """
         if not morphers:
             raise ValueError("at least one model is needed")
         self.morphers = dict(morphers)
         self.limits = limits
         self.uploads = uploads
+        self.unread_s = unread_s
+        self.speeds = dict(speeds) if speeds is not None else {
+            name: speed_of(morpher, limits) for name, morpher in self.morphers.items()}
         # one job at a time per local model (more for a remote one with several replicas);
         # released by the worker when the job has really ended
         self._slots = {name: threading.BoundedSemaphore(jobs_at_once(morpher))
@@ -171,10 +184,14 @@ class Runner:
         """Morphs that may run at once over all models (the page's concurrency limit)."""
         return sum(jobs_at_once(morpher) for morpher in self.morphers.values())
 
-    def updates(self, walk: str, values: dict[str, Any], extra: tuple[str, ...] = ()) -> Iterator[Update]:
+    def updates(self, walk: str, values: dict[str, Any], extra: tuple[str, ...] = (),
+                reading: Callable[[], bool] | None = None) -> Iterator[Update]:
         """Run one morph; raises LimitError before any work, job errors while it runs.
 
         The files are the walk's outputs plus `extra` ones (the page adds the path plot).
+        `reading()` says whether the caller reads these updates now (the web front end asks
+        Gradio's queue); nobody reading for `unread_s` raises JobUncollected, before the work
+        starts or at its next step. None: always read (a direct caller).
         """
         from pipelines.render import MorphCancelled, default_batch_size
         from pipelines.walks import get_walk
@@ -186,11 +203,15 @@ class Runner:
         if request.width * request.height > self.limits.max_pixels:
             raise LimitError(f"size {request.width}x{request.height} is over the limit of {self.limits.max_pixels} "
                              "pixels per frame (--max-pixels).")
+        check_cost(request, self.speeds.get(form.model), self.limits.deadline_s)
 
-        # 2. wait for the model, yielding so a cancel lands while waiting
+        # 2. wait for the caller to read, then for the model, yielding so a cancel lands while waiting
         yield Update("clear")
+        watch = ReaderWatch(reading, self.unread_s) if reading is not None else None
+        yield from self._wait_for_reader(watch)
         slot = self._slots[form.model]
         while not slot.acquire(timeout=POLL_S):
+            self._check_read(watch)
             yield Update("wait", text=f"waiting for {form.model}: {_at_once(jobs_at_once(morpher))}")
 
         # 3. run it in a worker thread; this generator only relays progress
@@ -212,7 +233,7 @@ class Runner:
         try:
             job.start()
             started = True
-            yield from self._relay(job, form.model, batch_size)
+            yield from self._relay(job, form.model, batch_size, watch)
         finally:
             # A cancel or disconnect closes this generator: stop the worker at its next step.
             # Never wait for it here: Gradio closes generators on its event loop.
@@ -221,12 +242,26 @@ class Runner:
                 on_exit()
             folder.release()
 
-    def _relay(self, job: MorphJob, model: str, batch_size: int) -> Iterator[Update]:
-        """The job's events as Updates, until its files are written."""
+    def _wait_for_reader(self, watch: ReaderWatch | None) -> Iterator[Update]:
+        """Before any work: someone must read the caller's updates (or the job is skipped, nothing rendered)."""
+        while watch is not None and not watch.wait_for_reader(POLL_S):
+            self._check_read(watch)
+            yield Update("wait", text="waiting for the caller to read the results")
+
+    def _check_read(self, watch: ReaderWatch | None) -> None:
+        """JobUncollected when nobody has read the caller's updates for `unread_s`."""
+        if watch is not None and watch.abandoned():
+            log.info("nobody read the results for %g s (the caller never opened its stream, or left): "
+                     "job cancelled", watch.patience_s)
+            raise JobUncollected(f"Nobody read the results for {watch.patience_s:g} s; the job was cancelled.")
+
+    def _relay(self, job: MorphJob, model: str, batch_size: int, watch: ReaderWatch | None) -> Iterator[Update]:
+        """The job's events as Updates, until its files are written; the caller's finally stops the job."""
         gallery: list[tuple[str, str]] = []
         began = time.monotonic()
         yield Update("step", text=f"{model}: starting")
         for event in job.events(poll_s=POLL_S):
+            self._check_read(watch)
             if isinstance(event, Done):
                 # 4. results; the caller copies the files before this generator resumes
                 text = f"{len(gallery)} frames in {time.monotonic() - began:.1f} s"

@@ -234,7 +234,7 @@ BAD_INPUTS = [
     (morph, {"frames": 49}, "frames must be between 2 and 48 (--max-frames); got 49"),
     (morph, {"steps": 201}, "steps must be between 1 and 200 (--max-steps); got 201"),
     (morph, {"size": "60x64"}, "width must be a positive multiple of 8; got 60"),
-    (morph, {"size": "1024x1024"}, "the limit is 262144 pixels per frame (--max-pixels)"),
+    (morph, {"size": "1024x1024"}, "the limit is 65536 pixels per frame (--max-pixels)"),  # a CPU's default
     (morph, {"size": "/etc/passwd"}, "size must look like 64x64"),
     (morph, {"seeds": "-1"}, "seed must be between 0 and 4294967295; got -1"),
     (morph, {"seeds": "99999999999999999999999"}, "seed must be between 0 and 4294967295"),

@@ -6,6 +6,7 @@ from dataclasses import fields
 
 import pytest
 
+from service.cost import device_limits
 from service.config import build_parser, parse_auth, parse_config
 from service.limits import Limits
 
@@ -38,7 +39,10 @@ def test_environment_then_flags() -> None:
 def test_every_limit_has_a_flag_and_a_variable_including_the_new_walks() -> None:
     config = parse_config(["--max-grid-side", "4"], environ={"LATENT_MORPH_MAX_SCALE": "2.5"})
     assert (config.limits.max_grid_side, config.limits.max_scale) == (4, 2.5)
-    assert parse_config([], environ={}).limits == Limits()
+    # a CPU's defaults are smaller than a GPU's (service/cost.py); a flag or a variable still wins
+    assert parse_config(["--device", "cpu"], environ={}).limits == device_limits("cpu")
+    assert device_limits("cpu").max_pixels < Limits().max_pixels
+    assert parse_config(["--device", "cuda"], environ={}).limits == Limits()
     help_text = build_parser({}).format_help()
     for field in fields(Limits):
         assert "--" + field.name.replace("_", "-") in help_text

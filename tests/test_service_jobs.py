@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from service.jobs import Done, JobCancelled, JobDeadline, JobOutOfMemory, MorphJob, Progress, Tick, is_out_of_memory
+from service.jobs import (
+    Done, JobCancelled, JobDeadline, JobOutOfMemory, MorphJob, Progress, ReaderWatch, Tick, is_out_of_memory,
+)
 
 
 WAIT_S = 60.0  # generous: only ever waited on for something that must happen
@@ -119,8 +121,10 @@ def test_closing_the_handler_generator_stops_the_job() -> None:
 def test_deadline_stops_the_job_with_its_own_message() -> None:
     job = MorphJob(stepping_work(1000, 0.02), deadline_s=0.2, cancelled_types=(Stopped,))
     job.start()
-    with pytest.raises(JobDeadline, match="0.2 s limit per job"):
+    with pytest.raises(JobDeadline, match="0.2 s limit per job") as caught:
         drain(job)
+    # the visitor learns what to change, and the operator which flag sets the limit
+    assert "Try fewer frames" in str(caught.value) and "--deadline-s" in str(caught.value)
 
 
 def test_out_of_memory_becomes_a_clear_error_and_the_next_job_runs() -> None:
@@ -162,3 +166,45 @@ def test_next_is_peeks_without_taking() -> None:
     assert job.join(timeout=5)
     assert job.next_is(lambda event: event == Progress(0))
     assert drain(job) == [Progress(0), Progress(1), Done("result")]
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_reader_watch_gives_up_only_after_the_patience_without_a_read() -> None:
+    clock, reads = Clock(), [True]
+    watch = ReaderWatch(lambda: reads[-1], patience_s=5.0, clock=clock)
+    reads.append(False)  # a look may miss a reader that is busy sending: one miss is no verdict
+    clock.now += 5.0
+    assert not watch.abandoned()
+    reads.append(True)
+    clock.now += 1.0
+    assert not watch.abandoned()  # read again: the patience starts over from here
+    reads.append(False)
+    clock.now += 5.0
+    assert not watch.abandoned()
+    clock.now += 0.5
+    assert watch.abandoned()
+
+
+def test_a_reader_watch_counts_from_its_start_when_nobody_ever_reads() -> None:
+    clock = Clock()
+    watch = ReaderWatch(lambda: False, patience_s=2.0, clock=clock)
+    assert not watch.abandoned()
+    clock.now += 2.5
+    assert watch.abandoned()
+
+
+def test_waiting_for_a_reader_stops_at_the_first_read() -> None:
+    looks = iter([False, False, True])
+    watch = ReaderWatch(lambda: next(looks), patience_s=60.0)
+    assert watch.wait_for_reader(timeout_s=WAIT_S, every_s=0.001)
+    assert next(looks, "no more looks") == "no more looks"  # stopped at the read
+    assert not ReaderWatch(lambda: False).wait_for_reader(timeout_s=0.05, every_s=0.01)

@@ -22,7 +22,8 @@ from PIL import Image
 from pipelines.render import MorphCancelled, RenderedFrame, StepProgress, batched, default_batch_size
 from pipelines.request import check_request
 from pipelines.walks import get_walk
-from service.jobs import JobDeadline, JobOutOfMemory
+from service.cost import Speed, estimate_s
+from service.jobs import JobDeadline, JobOutOfMemory, JobUncollected
 from service.limits import LimitError, Limits
 from service.runner import Runner, Update
 
@@ -297,6 +298,80 @@ def test_the_deadline_stops_a_long_job() -> None:
     with pytest.raises(JobDeadline, match="0.01 s limit per job"):
         list(updates)
     assert stand_in.outcome == "cancelled" and stand_in.steps_done == 0
+
+
+# ---------------------------------------------------------------- callers nobody reads
+
+def test_a_job_nobody_reads_is_skipped_before_any_work_and_frees_the_model() -> None:
+    stand_in = StandInMorpher("m")
+    runner = Runner({"m": stand_in}, LIMITS, unread_s=0.3)
+    updates = runner.updates("chain", values(), reading=lambda: False)  # the stream was never opened
+    seen = []
+    with pytest.raises(JobUncollected, match="Nobody read the results for 0.3 s"):
+        for update in updates:
+            seen.append(update.kind)
+    assert seen[0] == "clear" and set(seen[1:]) == {"wait"}
+    assert stand_in.calls == 0  # not one step rendered
+    assert list(runner.updates("chain", values()))[-1].kind == "done"  # the model is free
+
+
+def test_a_job_whose_caller_stops_reading_is_stopped_at_the_next_step() -> None:
+    gate = threading.Semaphore(0)
+    stand_in = StandInMorpher("m", gate=gate)
+    read = threading.Event()
+    read.set()
+    updates = Runner({"m": stand_in}, LIMITS, unread_s=0.3).updates("chain", values(frames=4, steps=5),
+                                                                     reading=read.is_set)
+    gate.release(2)
+    advance_until(updates, at_step(2, 5))
+    read.clear()  # the stream has gone, or nobody reads it any more
+    with pytest.raises(JobUncollected):
+        list(updates)
+    gate.release(MANY)  # from here on the stand-in could run to its end, if nothing stopped it
+    assert stand_in.ended.wait(WAIT_S)
+    assert stand_in.outcome == "cancelled" and stand_in.steps_done == 2 and stand_in.frames_done == 0
+
+
+def test_a_caller_who_opens_the_stream_late_still_gets_the_morph() -> None:
+    looks = iter([False] * 5)  # five looks find nobody, then someone reads
+    stand_in = StandInMorpher("m")
+    updates = Runner({"m": stand_in}, LIMITS, unread_s=WAIT_S).updates(
+        "chain", values(), reading=lambda: next(looks, True))
+    assert [update.kind for update in updates][-1] == "done"
+    assert stand_in.calls == 1
+
+
+# ---------------------------------------------------------------- what a morph costs
+
+SLOW = Speed("cpu", ((64 * 64, 0.01, 0.1),))  # 10 ms per UNet row per step, 100 ms per frame besides
+
+
+def test_a_morph_over_the_deadline_is_refused_before_any_work_saying_what_fits() -> None:
+    stand_in = StandInMorpher("m")
+    runner = Runner({"m": stand_in}, replace(LIMITS, deadline_s=10), speeds={"m": SLOW})
+    # 24 frames x 2 rows (guidance) x 20 steps x 10 ms + 24 x 100 ms = 12 s, x1.25 = 15 s
+    with pytest.raises(LimitError) as caught:
+        next(runner.updates("chain", values(frames=24, steps=20)))
+    assert str(caught.value).startswith("This morph would take about 15 s on this CPU, over the 10 s limit per job "
+                                        "(--deadline-s): try at most 16 frames at these settings, or at most 11 steps")
+    assert stand_in.calls == 0
+    assert list(runner.updates("chain", values(frames=16, steps=20)))[-1].kind == "done"  # what it said fits
+    assert stand_in.calls == 1
+
+
+def test_the_cost_is_estimated_at_the_models_own_size() -> None:
+    stand_in = StandInMorpher("m", native=128)  # no size asked: 128x128, four times the pixels of 64x64
+    runner = Runner({"m": stand_in}, replace(LIMITS, deadline_s=10), speeds={"m": SLOW})
+    with pytest.raises(LimitError, match="about 40 s on this CPU"):
+        next(runner.updates("chain", values(frames=16, steps=20)))
+    resolved = stand_in.resolve(check_form_request(frames=16, steps=20))
+    assert estimate_s(resolved, SLOW) == pytest.approx(1.25 * 4 * (16 * 2 * 20 * 0.01 + 16 * 0.1))
+
+
+def check_form_request(**overrides):
+    from service.form import check_form
+
+    return check_form(LIMITS, ["m"], "chain", **values(**overrides)).request
 
 
 # ---------------------------------------------------------------- one job at a time per model
