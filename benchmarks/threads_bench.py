@@ -59,9 +59,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **extra}
 
 
-def run_cell(policy: str, workload: str, budget_s: float) -> dict:
+def run_cell(policy: str, workload: str, budget_s: float, repeats: int) -> dict:
     command = [sys.executable, "-m", "benchmarks.threads_worker", "--policy", policy, "--workload", workload,
-               "--budget-s", str(budget_s)]
+               "--budget-s", str(budget_s), "--repeats", str(repeats)]
     done = subprocess.run(command, cwd=ROOT, env=clean_env(), capture_output=True, text=True,
                           timeout=CELL_TIMEOUT_S)
     if done.returncode != 0:
@@ -70,11 +70,15 @@ def run_cell(policy: str, workload: str, budget_s: float) -> dict:
 
 
 def time_cli(checkout: Path, out_dir: Path) -> float:
-    """The README's example, `python -m pipelines A B --out m.gif`, process start to exit, in seconds."""
+    """The README's example, `python -m pipelines A B --out m.gif`, process start to exit, in seconds.
+
+    Each run gets an empty frame cache (`LATENT_MORPH_CACHE`), so every run renders every frame.
+    """
+    cache = tempfile.mkdtemp(prefix="threads-bench-cache-", dir=out_dir)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pipelines", *CLI_EXAMPLE, "--out", str(out_dir / "m.gif")],
-                          cwd=checkout, env=clean_env(PYTHONPATH=str(checkout)), capture_output=True, text=True,
-                          timeout=CELL_TIMEOUT_S)
+                          cwd=checkout, env=clean_env(PYTHONPATH=str(checkout), LATENT_MORPH_CACHE=cache),
+                          capture_output=True, text=True, timeout=CELL_TIMEOUT_S)
     if done.returncode != 0:
         raise RuntimeError(f"the CLI at {checkout} failed: {done.stderr[-2000:]}")
     return time.perf_counter() - started
@@ -95,23 +99,36 @@ def checkout_at(revision: str | None):
         subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, capture_output=True)
 
 
-def measure(workloads: tuple[str, ...], budget_s: float, before: str | None) -> dict:
+def measure(workloads: tuple[str, ...], budget_s: float, before: str | None, repeats: int = 3,
+            cli_runs: bool = True) -> dict:
     cells, cli = [], []
     with checkout_at(before) as old, tempfile.TemporaryDirectory() as out:
         for load in LOADS:
             with busy_cores(load):
                 for workload in workloads:
                     for policy in POLICIES:
-                        cell = {**run_cell(policy, workload, budget_s), "busy_cores": load}
+                        cell = {**run_cell(policy, workload, budget_s, repeats), "busy_cores": load}
                         cells.append(cell)
                         print(f"  {load} busy, {workload}, {policy}: "
                               f"{statistics.median(cell['seconds']):.2f} s", file=sys.stderr)
                 for name, checkout in (("after", ROOT), ("before", old)):
-                    if checkout is not None:
+                    if checkout is not None and cli_runs:
                         seconds = time_cli(checkout, Path(out))
                         cli.append({"checkout": name, "busy_cores": load, "seconds": seconds})
                         print(f"  {load} busy, CLI {name}: {seconds:.1f} s", file=sys.stderr)
-    return {"cells": cells, "cli": cli, "before": before, "machine": machine()}
+    return {"cells": cells, "cli": cli, "before": before, "machine": machine(), "runs": [time_stamp(workloads)]}
+
+
+def time_stamp(workloads: tuple[str, ...]) -> str:
+    return f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {', '.join(workloads)}"
+
+
+def merged(old: dict, new: dict) -> dict:
+    """`new`'s cells over `old`'s for the workloads it measured; the CLI runs of whichever has them."""
+    measured = {cell["workload"] for cell in new["cells"]}
+    cells = [cell for cell in old["cells"] if cell["workload"] not in measured] + new["cells"]
+    return {**new, "cells": cells, "cli": new["cli"] or old["cli"], "before": new["before"] or old["before"],
+            "runs": old.get("runs", []) + new["runs"]}
 
 
 def machine() -> dict:
@@ -132,9 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=60.0, help="timed seconds per cell, about")
     parser.add_argument("--before", default=None, metavar="REV", help="also time the CLI example at this git revision")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "threads_bench.json")
+    parser.add_argument("--repeats", type=int, default=3, help="timed renders per cell, within --budget-s")
+    parser.add_argument("--no-cli", action="store_true", help="skip the CLI runs")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the cells of other workloads (and the CLI runs) from the --json file")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = parser.parse_args(argv)
-    figures = measure(tuple(args.workloads), args.budget_s, args.before)
+    figures = measure(tuple(args.workloads), args.budget_s, args.before, args.repeats, not args.no_cli)
+    if args.merge and args.json.exists():
+        figures = merged(json.loads(args.json.read_text()), figures)
     args.json.write_text(json.dumps(figures, indent=1) + "\n")
     if not args.no_write:
         replace_section(ROOT / "BENCHMARKS.md", section(figures), START, END,

@@ -85,7 +85,8 @@ def markdown(figures: dict, start: str, end: str) -> str:
     lines = [start, "## Threads on a shared CPU", "",
              f"`python -m benchmarks.threads_bench`, {info['date']}, {info['cpu']}, {info['cores_usable']} cores, "
              f"torch {info['torch']}. A busy core is another process spinning in Python. Median render time "
-             "of up to 3 renders after a warm-up, each cell in a fresh process.", "",
+             "of up to 3 renders (7 for the short shapes64 cells) after a warm-up, each cell in a fresh "
+             "process. Runs: " + "; ".join(figures.get("runs", [])) + ".", "",
              "Why: torch's OpenMP workers spin at a barrier after every operation; when another process "
              "holds one of the two cores, the worker on that core is descheduled for whole time slices while "
              "its partner waits, and the thousands of small operations of a denoising step each pay for it. "

@@ -64,7 +64,7 @@ def sd_block_render():
     context = torch.randn(2, 77, 768, generator=generator)
 
     def render(times: int = 2) -> None:
-        threads.rebalance()  # what the engine does at the start of a render
+        threads.rebalance(64 * 64 * 320)  # what the engine does at the start of a render: its work's size
         with torch.inference_mode():
             for _ in range(times):
                 block(hidden, temb, encoder_hidden_states=context)

@@ -198,12 +198,13 @@ def checked_inputs(args: argparse.Namespace) -> tuple[MorphRequest, Limits, list
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
     # 1. everything that can be checked without a model is checked first: bad input costs nothing
+    #    (not even the import of diffusers, which takes seconds)
     try:
         request, limits, targets = checked_inputs(args)
     except ValueError as error:
         return _fail(str(error))
+    _quiet_libraries()
 
     governor = threads.configure(args.threads)  # before torch runs anything
     from tqdm import tqdm

@@ -137,7 +137,8 @@ class Morpher:
 
     def _stages(self, request: MorphRequest, walk: Walk, on_step, should_stop, timings: dict) -> Iterator[RenderedFrame]:
         started = time.perf_counter()
-        threads.rebalance()  # 1b. the CPU threads for what the machine has free now (pipelines/threads.py)
+        # 1b. the CPU threads for this work and what the machine has free now (pipelines/threads.py)
+        threads.rebalance(self.unet_activations(request))
         # 2. Encode each key once: noise from its seed (CPU generator, then moved), embeds via encode_prompt.
         job = self.start_job(request, walk, on_step, should_stop)
         timings["encode_s"] = time.perf_counter() - started
@@ -276,6 +277,11 @@ class Morpher:
     def frame_key(self, point: Point, job: Job) -> str:
         """The frame cache's key for one frame."""
         return frame_key(self.frame_fields(point, job))
+
+    def unet_activations(self, request: MorphRequest) -> int:
+        """Elements of the UNet's first block's activations for one row: the size of its operations."""
+        _, _, height, width = self.latent_shape(self.resolve(request))
+        return height * width * int(self.model.pipe.unet.config.block_out_channels[0])
 
     def latent_shape(self, request: MorphRequest) -> tuple[int, int, int, int]:
         """Shape of one frame's latent, as the pipeline's `prepare_latents` computes it."""

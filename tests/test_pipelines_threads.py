@@ -104,11 +104,31 @@ def test_auto_follows_the_load_of_other_processes(monkeypatch: pytest.MonkeyPatc
 
 def test_the_engine_rebalances_before_a_render_and_at_every_step(morpher, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr(threads, "rebalance", lambda: calls.append(1))
+    monkeypatch.setattr(threads, "rebalance", lambda *told: calls.append(told))
     request = MorphRequest(prompts=("a red circle", "a blue square"), frames=3, steps=2, batch_size=4,
                            size=(32, 32), seeds=(71,))
     morpher.render(request)
-    assert len(calls) == 1 + 2  # the render's start, then each of the 2 steps of its one batch
+    # the render's start, told the size of its work, then each of the 2 steps of its one batch
+    channels = morpher.model.pipe.unet.config.block_out_channels[0]
+    latent_side = 32 // morpher.model.pipe.vae_scale_factor
+    assert calls == [(latent_side * latent_side * channels,), (), ()]
+
+
+def test_heavy_work_uses_every_core_and_light_work_the_free_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert threads_for(2, 1.0, heavy=True) == 2 and threads_for(2, 1.0, heavy=False) == 1
+    sd15_at_512 = 64 * 64 * 320
+    bundled = 16 * 16 * 64
+    assert threads.is_heavy(sd15_at_512) and not threads.is_heavy(bundled)
+    # one core busy elsewhere all along
+    clock = iter(range(100))
+    monkeypatch.setattr(threads, "read_sample", lambda: (lambda t: CpuSample(float(t), 200 * t, 100 * t))(next(clock)))
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda a, b: busy_elsewhere(a, b, ticks_per_s=100))
+    governor = threads.configure(None)
+    governor.cores = 2
+    threads.rebalance(bundled)
+    assert governor.current == 1
+    threads.rebalance(sd15_at_512)  # a heavy render decides again at once
+    assert governor.current == 2
 
 
 def test_the_service_takes_threads_from_its_flag_or_environment() -> None:
