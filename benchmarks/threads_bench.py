@@ -154,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true",
                         help="keep the cells of other workloads (and the CLI runs) from the --json file")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    parser.add_argument("--report-only", action="store_true", help="write the section from the --json file")
     args = parser.parse_args(argv)
+    if args.report_only:
+        replace_section(ROOT / "BENCHMARKS.md", section(json.loads(args.json.read_text())), START, END)
+        return 0
     figures = measure(tuple(args.workloads), args.budget_s, args.before, args.repeats, not args.no_cli)
     if args.merge and args.json.exists():
         figures = merged(json.loads(args.json.read_text()), figures)
