@@ -168,12 +168,32 @@ class Runner:
         self.limits = limits
         self.uploads = uploads
         self.unread_s = unread_s
-        self.speeds = dict(speeds) if speeds is not None else {
-            name: speed_of(morpher, limits) for name, morpher in self.morphers.items()}
+        # Timing the models takes seconds (more on a busy CPU): it runs beside the page's start-up,
+        # and only a request that arrives before it has finished waits for it (before any work,
+        # so no render shares a pipeline with the timing).
+        self._speeds: dict[str, Speed | None] = dict(speeds) if speeds is not None else {}
+        self._speeds_known = threading.Event()
+        if speeds is not None:
+            self._speeds_known.set()
+        else:
+            threading.Thread(target=self._time_models, name="time-models", daemon=True).start()
         # one job at a time per local model (more for a remote one with several replicas);
         # released by the worker when the job has really ended
         self._slots = {name: threading.BoundedSemaphore(jobs_at_once(morpher))
                        for name, morpher in self.morphers.items()}
+
+    def _time_models(self) -> None:
+        try:
+            for name, morpher in self.morphers.items():
+                self._speeds[name] = speed_of(morpher, self.limits)
+        finally:
+            self._speeds_known.set()
+
+    @property
+    def speeds(self) -> dict[str, Speed | None]:
+        """How fast each model renders (see `service.cost`), once the start-up timing is done."""
+        self._speeds_known.wait()
+        return self._speeds
 
     @property
     def model_names(self) -> list[str]:
