@@ -309,4 +309,5 @@ def build_demo(
         inspect_trigger.click(inspect_handler(runner), inputs=[inspect_in], outputs=inspect_out, api_name="inspect",
                               preprocess=False, concurrency_limit=runner.concurrency, concurrency_id="morph")
     demo.queue(api_open=False, max_size=limits.queue_size, default_concurrency_limit=runner.concurrency)
+    demo.runner = runner  # the server starts the models' timing once the page is up
     return demo

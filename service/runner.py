@@ -168,15 +168,16 @@ class Runner:
         self.limits = limits
         self.uploads = uploads
         self.unread_s = unread_s
-        # Timing the models takes seconds (more on a busy CPU): it runs beside the page's start-up,
-        # and only a request that arrives before it has finished waits for it (before any work,
-        # so no render shares a pipeline with the timing).
+        # Timing the models takes seconds (more on a busy CPU): the server starts it once it is up
+        # (`start_timing`), so the page is served sooner and the timing has the CPU to itself; a
+        # request that arrives before it has finished waits for it (before any work, so no render
+        # shares a pipeline with the timing).
         self._speeds: dict[str, Speed | None] = dict(speeds) if speeds is not None else {}
         self._speeds_known = threading.Event()
+        self._timing = threading.Lock()
+        self._timing_started = speeds is not None
         if speeds is not None:
             self._speeds_known.set()
-        else:
-            threading.Thread(target=self._time_models, name="time-models", daemon=True).start()
         # one job at a time per local model (more for a remote one with several replicas);
         # released by the worker when the job has really ended
         self._slots = {name: threading.BoundedSemaphore(jobs_at_once(morpher))
@@ -189,9 +190,18 @@ class Runner:
         finally:
             self._speeds_known.set()
 
+    def start_timing(self) -> None:
+        """Time the local models in the background (once)."""
+        with self._timing:
+            if self._timing_started:
+                return
+            self._timing_started = True
+        threading.Thread(target=self._time_models, name="time-models", daemon=True).start()
+
     @property
     def speeds(self) -> dict[str, Speed | None]:
-        """How fast each model renders (see `service.cost`), once the start-up timing is done."""
+        """How fast each model renders (see `service.cost`), once the timing is done."""
+        self.start_timing()
         self._speeds_known.wait()
         return self._speeds
 

@@ -100,4 +100,10 @@ def launch(demo: gr.Blocks, config: ServiceConfig, **extra: Any) -> None:
         "mcp_server": False,
         "app_kwargs": app_kwargs(demo, config),
     }
-    demo.launch(**{**settings, **extra})
+    blocking = not extra.get("prevent_thread_lock", False)
+    demo.launch(**{**settings, **extra, "prevent_thread_lock": True})
+    runner = getattr(demo, "runner", None)
+    if runner is not None:
+        runner.start_timing()  # now that the page is served: see service.runner.Runner
+    if blocking:
+        demo.block_thread()
