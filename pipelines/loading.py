@@ -15,7 +15,6 @@ use); `keep_safety_checker=True` keeps it, and flagged frames are reported.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import socket
@@ -108,32 +107,14 @@ def dtype_for(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-class _TorchvisionNotice(logging.Filter):
-    """Drops transformers' notice that image processors fall back to PIL without torchvision.
-
-    Importing diffusers' Stable Diffusion pipelines touches `CLIPImageProcessor` (the
-    safety checker's input), and transformers 5 then prints two lines at every start.
-    The PIL fallback is what this project wants (torchvision is not a dependency), so the
-    notice is noise for the user; every other transformers message still shows.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "requires torchvision (not installed)" not in record.getMessage()
-
-
-def drop_torchvision_notice() -> None:
-    """Install the filter once (before diffusers is imported)."""
-    notices = logging.getLogger("transformers.utils.import_utils")
-    if not any(isinstance(existing, _TorchvisionNotice) for existing in notices.filters):
-        notices.addFilter(_TorchvisionNotice())
-
-
 def load_model(spec: str | None = None, device: str = "auto", keep_safety_checker: bool = False) -> LoadedModel:
     """Load a model spec (see the module docstring) onto a device, ready for `Morpher`.
 
     Raises `ModelLoadError` with one clear sentence when the spec cannot be loaded.
     """
-    drop_torchvision_notice()
+    from pipelines.notices import drop_torchvision_notice
+
+    drop_torchvision_notice()  # before diffusers is imported
     torch_device = resolve_device(device)
     dtype = dtype_for(torch_device)
     if spec is None or spec == "":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import os
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,14 @@ def test_unreadable_checkpoint_is_one_sentence(tmp_path: Path) -> None:
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="not a readable"):
         load_model(str(bad), device="cpu")
+
+
+def test_loading_a_model_prints_no_torchvision_notice(tiny_model_dir) -> None:
+    import subprocess
+    import sys
+
+    # a fresh process: transformers prints its notice once per process, at diffusers' first import
+    code = f"from pipelines.loading import load_model; load_model({str(tiny_model_dir)!r}, device='cpu')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True,
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "torchvision" not in done.stderr
