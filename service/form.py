@@ -17,9 +17,8 @@ from pipelines.keys import IMAGE_PREFIX, is_image_spec
 from pipelines.pictures import MAX_PICTURE_BYTES, PictureError, read_picture
 from pipelines.request import MorphRequest, Option, default_of, format_value, options, walk_reads
 from pipelines.walks import Walk, get_walk
-from service.limits import (
-    LimitError, Limits, _choice, _flag, _real, _text, _whole, parse_grid, parse_scale_range, parse_seeds, parse_size,
-)
+from pipelines.limits import check_option
+from service.limits import LimitError, Limits, _choice, _text
 
 MORE_PROMPTS = "more_prompts"
 
@@ -97,7 +96,7 @@ def check_form(limits: Limits, models: list[str] | tuple[str, ...], walk: str = 
     fields: dict[str, Any] = {"walk": chosen.name}
     for name, spec in options().items():
         if spec.api and walk_reads(chosen.name, name) and name in values:
-            fields[name] = _checked(name, spec, values[name], limits, len(prompts))
+            fields[name] = check_option(name, values[name], limits, len(prompts))  # as the CLI checks it
     # a chain shows every prompt as a keyframe; a direction's B and C only steer, never appear
     if chosen.more_keys and "frames" in fields and fields["frames"] < len(prompts):
         raise LimitError(f"frames must be at least the number of prompts ({len(prompts)}); got {fields['frames']}.")
@@ -173,32 +172,6 @@ def _more_prompts(value: Any) -> list[Any]:
     if value is None:
         return []
     raise LimitError(f"more_prompts must be text with one prompt per line; got {type(value).__name__}.")
-
-
-def _checked(name: str, spec: Option, value: Any, limits: Limits, prompt_count: int) -> Any:
-    """One option's value, converted and checked against its limit."""
-    cap = getattr(limits, spec.limit) if spec.limit else None
-    flag = "--" + spec.limit.replace("_", "-") if spec.limit else None
-    if spec.kind == "int":
-        return _whole(name, value, int(spec.low or 0), int(cap), flag)
-    if spec.kind == "float":
-        low = 1.0 if name == "fps" else spec.low or 0.0  # fps below 1 makes a slide show
-        return _real(name, value, low, cap, flag)
-    if spec.kind == "text":
-        return _text(name.replace("_", " ").replace("negative prompt", "the negative prompt"), value, cap)
-    if spec.kind == "choice":
-        return _choice(name, value, spec.choices)
-    if spec.kind == "flag":
-        return _flag(name, value)
-    if spec.kind == "seeds":
-        return parse_seeds(value, prompt_count)
-    if spec.kind == "size":
-        return None if value in (None, "") else parse_size(value, limits)
-    if spec.kind == "grid":
-        return parse_grid(value, limits)
-    if spec.kind == "scale":
-        return parse_scale_range(value, limits)
-    raise LimitError(f"{name}: no check for options of kind {spec.kind!r}")
 
 
 def values_from_manifest(record: Any) -> tuple[str, dict[str, Any]]:
