@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.cost import Speed, check_cost, speed_of
+from service.cost import Speed, check_cost
+from service.speeds import ModelSpeeds
 from service.form import check_form
 from service.jobs import UNREAD_S, Done, JobUncollected, MorphJob, Progress, ReaderWatch
 from service.limits import LimitError, Limits
@@ -168,42 +169,20 @@ class Runner:
         self.limits = limits
         self.uploads = uploads
         self.unread_s = unread_s
-        # Timing the models takes seconds (more on a busy CPU): the server starts it once it is up
-        # (`start_timing`), so the page is served sooner and the timing has the CPU to itself; a
-        # request that arrives before it has finished waits for it (before any work, so no render
-        # shares a pipeline with the timing).
-        self._speeds: dict[str, Speed | None] = dict(speeds) if speeds is not None else {}
-        self._speeds_known = threading.Event()
-        self._timing = threading.Lock()
-        self._timing_started = speeds is not None
-        if speeds is not None:
-            self._speeds_known.set()
+        self.timing = ModelSpeeds(self.morphers, limits, speeds)  # started by the server once it is up
         # one job at a time per local model (more for a remote one with several replicas);
         # released by the worker when the job has really ended
         self._slots = {name: threading.BoundedSemaphore(jobs_at_once(morpher))
                        for name, morpher in self.morphers.items()}
 
-    def _time_models(self) -> None:
-        try:
-            for name, morpher in self.morphers.items():
-                self._speeds[name] = speed_of(morpher, self.limits)
-        finally:
-            self._speeds_known.set()
-
     def start_timing(self) -> None:
-        """Time the local models in the background (once)."""
-        with self._timing:
-            if self._timing_started:
-                return
-            self._timing_started = True
-        threading.Thread(target=self._time_models, name="time-models", daemon=True).start()
+        """Time the local models in the background (see `service.speeds`)."""
+        self.timing.start()
 
     @property
     def speeds(self) -> dict[str, Speed | None]:
         """How fast each model renders (see `service.cost`), once the timing is done."""
-        self.start_timing()
-        self._speeds_known.wait()
-        return self._speeds
+        return self.timing.all()
 
     @property
     def model_names(self) -> list[str]:

@@ -30,7 +30,7 @@ from service.form import inputs_for  # noqa: E402
 from service.jobs import JobCancelled, JobDeadline, JobOutOfMemory  # noqa: E402
 from service.limits import LimitError, Limits  # noqa: E402
 from service.runner import Runner, Update  # noqa: E402
-from service.testing import free_port  # noqa: E402
+from service.testing import free_port, wait_for  # noqa: E402
 from test_service_runner import MANY, PROMPTS, StandInMorpher, values  # noqa: E402
 
 # Gradio's queue summarises its events with pandas, which warns about its own options
@@ -58,15 +58,6 @@ def serve():
     for demo in demos:
         demo.close()
 
-
-def wait_for(condition, timeout_s: float = RESULT_S) -> bool:
-    """True once `condition()` holds; False if it never did within the (generous) timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def call(client: Client, walk: str = "chain", **overrides):

@@ -199,12 +199,12 @@ def test_the_launch_flags_default_to_the_devices_limits_and_flags_still_win() ->
 # ---------------------------------------------------------------- through the API
 
 def test_the_api_refuses_a_morph_over_the_deadline_before_any_work(monkeypatch) -> None:
-    import service.runner
+    import service.speeds
     from service.app import build_demo
     from service.testing import free_port
 
     stand_in = StandInMorpher("m")
-    monkeypatch.setattr(service.runner, "speed_of", lambda morpher, limits: SPEED)
+    monkeypatch.setattr(service.speeds, "speed_of", lambda morpher, limits: SPEED)
     demo = build_demo({"m": stand_in}, Limits(deadline_s=30), examples={})
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=False)

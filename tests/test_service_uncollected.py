@@ -12,7 +12,6 @@ import contextvars
 import logging
 import os
 import threading
-import time
 from collections import Counter
 from types import SimpleNamespace
 
@@ -27,7 +26,7 @@ from test_service_runner import MANY, StandInMorpher, values
 from service.app import ENDPOINTS, build_demo, result_reader
 from service.form import inputs_for
 from service.limits import Limits
-from service.testing import free_port
+from service.testing import free_port, wait_for
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
@@ -82,14 +81,6 @@ def join(demo, url: str, session: str, **given) -> None:
                                                               "session_hash": session}, timeout=30)
     assert answer.status_code == 200, answer.text
 
-
-def wait_for(condition, timeout_s: float = RESULT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_joins_nobody_collects_render_nothing_and_the_next_caller_is_served(launch, morpher, caplog) -> None:
