@@ -171,11 +171,13 @@ class ThreadGovernor:
         """The count to use now (None: leave torch alone), from the CPU use since the last look."""
         if self.fixed is not None:
             return self.fixed
-        now = read_sample()
-        if now is None or self.last is None:
+        if self.last is None:
             return None
-        if self.current is not None and now.wall_s - self.last.wall_s < RECHECK_S:
-            return self.current
+        if self.current is not None and time.monotonic() - self.last.wall_s < RECHECK_S:
+            return self.current  # between rechecks a step reads no file
+        now = read_sample()
+        if now is None:
+            return None
         elapsed = now.wall_s - self.last.wall_s
         if elapsed > STALE_S or (self.current is None and elapsed < PROBE_S):
             # too long a look back says little about now, too short one sees a few clock ticks: look now
