@@ -11,6 +11,7 @@ loopback (uvicorn's default), which stands in here for several visitors.
 from __future__ import annotations
 
 import os
+import re
 import select
 import socket
 import time
@@ -58,7 +59,7 @@ def upload(server: ServerProcess, files: list[tuple[str, bytes]], client: str) -
 
 def raw_post(server: ServerProcess, path: str, headers: dict[str, str], first: bytes,
              more: Iterable[bytes] = ()) -> bytes:
-    """Send a request's head and `first` body bytes, then `more` until the server answers; its answer's head."""
+    """Send a request's head and `first` body bytes, then `more` until the server answers; its whole answer."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as sock:
         head = "".join(f"{name}: {value}\r\n" for name, value in {"Host": "127.0.0.1", **headers}.items())
         sock.sendall(f"POST {path} HTTP/1.1\r\n{head}\r\n".encode() + first)
@@ -74,13 +75,26 @@ def raw_post(server: ServerProcess, path: str, headers: dict[str, str], first: b
                     break  # the server stopped reading
             if view:
                 break
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            received = sock.recv(65536)
-            if not received:
-                break
-            answer += received
-        return answer
+        return read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """An HTTP answer's head and its whole Content-Length body, which may arrive in a later packet."""
+    answer = b""
+    while not _complete(answer):
+        received = sock.recv(65536)
+        if not received:
+            break
+        answer += received
+    return answer
+
+
+def _complete(answer: bytes) -> bool:
+    head, separator, body = answer.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return length is None or len(body) >= int(length.group(1))
 
 
 def test_a_declared_100mb_body_is_refused_before_it_is_read(server: ServerProcess) -> None:
