@@ -28,6 +28,7 @@ from pipelines.limits import (
     request_limits,
 )
 from pipelines import threads
+from pipelines.speed import add_compile_flag
 from pipelines.loading import BUNDLED_MODELS
 from pipelines.media import (
     SUPPORTED_SUFFIXES,
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ".safetensors file or tiny (default: the first bundled model this checkout has)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     threads.add_threads_flag(parser)
+    add_compile_flag(parser)
     parser.add_argument(
         "--out", action="append", default=None, metavar="PATH",
         help=f"output file, format from the suffix ({', '.join(SUPPORTED_SUFFIXES)}; .png is the strip, "
@@ -213,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipelines.engine import Morpher
     from pipelines.limits import check_pixels
     from pipelines.loading import ModelLoadError, load_model
+    from pipelines.speed import SpeedSettings
 
     # 2. the model, then its own size (when none was asked for) against the same limit
     try:
@@ -221,12 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error))
     except OSError as error:  # e.g. a --model name too long for the file system
         return _fail(f"model {shown_path(args.model)}: {error.strerror}")
-    morpher = Morpher(model, cache=default_frame_cache())  # a repeated or re-timed morph renders only what is new
+    # a repeated or re-timed morph renders only what is new (the frame cache)
+    morpher = Morpher(model, cache=default_frame_cache(), speed=SpeedSettings.for_device(model.device, args.compile))
     try:
         resolved = morpher.resolve(request)  # only checked: the manifest keeps the size as asked (None)
         check_pixels(resolved.width, resolved.height, limits)
     except ValueError as error:
         return _fail(str(error))
+    # compile only when this render pays the compile back (pipelines/speed.py)
+    if morpher.accelerator.wanted(morpher.row_steps(resolved), morpher.latent_pixels(resolved)):
+        morpher.accelerator.prepare()
 
     # 3. render
     started = time.perf_counter()
@@ -255,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reused = f", {cost['cache_hits']} from the frame cache" if cost.get("cache_hits") else ""
     used = f", CPU threads: {governor.current} ({'fixed' if governor.fixed else 'auto'})" \
         if model.device.type == "cpu" and governor.current else ""
-    print(f"{len(film.images)} frames in {time.perf_counter() - started:.1f} s with model {model.name}{reused}{used}",
+    unet = f", {morpher.accelerator.describe()}" if morpher.accelerator.compiled is not None else ""
+    print(f"{len(film.images)} frames in {time.perf_counter() - started:.1f} s with model {model.name}{reused}{used}{unet}",
           file=sys.stderr)
     return 0
 

@@ -16,6 +16,7 @@ diffusers pipeline's `__call__` does; each stage is a named function elsewhere:
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Callable, Iterator
 
@@ -32,6 +33,8 @@ from pipelines.render import (
 from pipelines.request import MorphRequest, check_request, walk_reads
 from pipelines.spacing import RenderStats, even_frames
 from pipelines.attention import attention_mixing, interpolated_attention, with_anchors
+from pipelines.deepcache import DEEP_CACHE_INTERVALS, deep_feature_cache
+from pipelines.speed import Accelerator, SpeedSettings
 from pipelines.inversion import InversionCache, sampler_for_inversion
 from pipelines.recipes import weights
 from pipelines.job import EncodeContext, Job, MorphResult
@@ -46,9 +49,10 @@ class Morpher:
     reuses them. Without one, frames are only reused inside a request (the "even" pilot).
     """
 
-    def __init__(self, model: LoadedModel, cache: FrameCache | None = None) -> None:
+    def __init__(self, model: LoadedModel, cache: FrameCache | None = None, speed: SpeedSettings | None = None) -> None:
         self.model = model
         self.cache = cache
+        self.accelerator = Accelerator(model.pipe, model.device, speed)  # exact speed-ups (pipelines/speed.py)
         self.text = TextEncoder(model.pipe)
         self.last_stats: tuple[MorphRequest, RenderStats] | None = None  # of the last finished morph
         self._fingerprint: str | None = None
@@ -205,7 +209,9 @@ class Morpher:
     def guidance_at(self, point: Point, job: Job) -> float:
         """A point's guidance: its keys' guidance mixed by their weights (a picture key renders at 1)."""
         mixed = weights(job.walk.recipe(point, job.request))
-        return float(sum(share * job.keys[index].guidance(job.request.guidance) for index, share in mixed.items()))
+        # rounded: 0.3 * 5 + 0.7 * 5 is not exactly 5, and frames of one scale share a pipeline call
+        return round(float(sum(share * job.keys[index].guidance(job.request.guidance)
+                               for index, share in mixed.items())), 9)
 
     def _denoise(self, points: list[Point], job: Job) -> tuple[list, list[bool]]:
         """Denoise a batch; points that need another guidance scale go in their own pipeline call."""
@@ -236,10 +242,24 @@ class Morpher:
             if job.uncond.pooled is not None:
                 inputs["negative_pooled_prompt_embeds"] = job.uncond.pooled.repeat(rows, 1)
         generators = step_generators(seeds, self.latent_shape(request), self._dtype())
-        with interpolated_attention(self.model.pipe.unet, mixing):
+        with self.unet_for(mixing, job):
             images, flagged = denoise(self.model.pipe, inputs, generators, request.steps, guidance, request.size,
                                       job.progress, frames=len(points))
         return images[: len(points)], flagged[: len(points)]  # the anchors' pictures are not output
+
+    @contextmanager
+    def unet_for(self, mixing, job: Job) -> Iterator[None]:
+        """The UNet a batch runs on: the compiled one (exact speed-ups) for plain renders; the eager one
+        with attention processors (interpolation) or hooks (the approximate deep-feature cache)."""
+        unet = self.model.pipe.unet
+        interval = DEEP_CACHE_INTERVALS[job.request.speed]
+        with ExitStack() as stack:
+            if mixing is not None:
+                stack.enter_context(interpolated_attention(unet, mixing))
+            elif interval == 1:
+                stack.enter_context(self.accelerator.applied())
+            stack.enter_context(deep_feature_cache(unet, interval))
+            yield
 
     # ------------------------------------------------------------ identity of a frame
     def frame_fields(self, point: Point, job: Job) -> dict:
@@ -262,6 +282,7 @@ class Morpher:
             "interp": request.interp if mixes else None,
             "noise_interp": request.noise_interp if mixes else None,
             "attention": request.attention if mixes and walk_reads(request.walk, "attention") else "plain",
+            **({"speed": request.speed} if request.speed != "exact" else {}),  # exact frames keep their keys
             "negative_prompt": request.negative_prompt if guided else None,
             "guided": guided,
             "steps": request.steps,
@@ -282,6 +303,16 @@ class Morpher:
         """Elements of the UNet's first block's activations for one row: the size of its operations."""
         _, _, height, width = self.latent_shape(self.resolve(request))
         return height * width * int(self.model.pipe.unet.config.block_out_channels[0])
+
+    def row_steps(self, request: MorphRequest) -> int:
+        """UNet rows x steps a resolved request asks for at most (even spacing denoises up to twice the frames)."""
+        frames = get_walk(request.walk).plan(request)
+        rows = len(frames) * (2 if request.spacing == "even" else 1)
+        return rows * request.steps * (2 if uses_guidance(self.model.pipe, request.guidance) else 1)
+
+    def latent_pixels(self, request: MorphRequest) -> int:
+        _, _, height, width = self.latent_shape(request)
+        return height * width
 
     def latent_shape(self, request: MorphRequest) -> tuple[int, int, int, int]:
         """Shape of one frame's latent, as the pipeline's `prepare_latents` computes it."""

@@ -60,6 +60,7 @@ def build(
         "interp": request.interp,
         "noise_interp": request.noise_interp,
         "spacing": request.spacing,
+        "speed": request.speed,
         "loop": request.loop,
         "fps": request.fps,
         "batch_size": request.batch_size or default_batch_size(model.device, request.width, request.height),

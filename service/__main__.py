@@ -43,6 +43,7 @@ def load_morphers(config: ServiceConfig) -> dict:
     from pipelines.cache import default_frame_cache
     from pipelines.loading import default_model_spec, load_model
     from pipelines.engine import Morpher
+    from pipelines.speed import SpeedSettings
 
     specs = model_specs(config)
     frame_cache = default_frame_cache(config.frame_cache_mb)
@@ -53,7 +54,7 @@ def load_morphers(config: ServiceConfig) -> dict:
         model = load_model(resolved, device=config.device)
         if model.name in morphers:
             continue
-        morphers[model.name] = Morpher(model, cache=frame_cache)
+        morphers[model.name] = Morpher(model, cache=frame_cache, speed=SpeedSettings.for_device(model.device, config.compile))
         log.info("loaded %s on %s in %.1f s", model.name, model.device, time.perf_counter() - started)
     return morphers
 

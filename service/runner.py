@@ -176,7 +176,12 @@ class Runner:
                        for name, morpher in self.morphers.items()}
 
     def start_timing(self) -> None:
-        """Time the local models in the background (see `service.speeds`)."""
+        """Time the local models in the background (see `service.speeds`), and compile the UNets that
+        pay for it (pipelines/speed.py): renders use the eager UNet until the compiled one is ready."""
+        for morpher in self.morphers.values():
+            accelerator = getattr(morpher, "accelerator", None)  # a remote (Ray) model compiles on its replica
+            if accelerator is not None and accelerator.compiled is None and accelerator.wanted():
+                accelerator.prepare_in_background()
         self.timing.start()
 
     @property

@@ -11,6 +11,9 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The service and CLI tests run the eager UNet: compiling takes minutes on 2 cores (the compile path
+# has its own tests, tests/test_pipelines_speed.py).
+os.environ.setdefault("LATENT_MORPH_COMPILE", "off")
 
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402

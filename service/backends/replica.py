@@ -108,7 +108,10 @@ def load_morpher(spec: str | None, device: str, cache_folder: str | None, cache_
         cache = FrameCache(folder=Path(cache_folder), disk_bytes=int(cache_mb * 2**20))
     else:
         cache = FrameCache()
-    return Morpher(model, cache=cache)
+    morpher = Morpher(model, cache=cache)  # torch.compile as LATENT_MORPH_COMPILE says (pipelines/speed.py)
+    if morpher.accelerator.wanted():
+        morpher.accelerator.prepare_in_background()
+    return morpher
 
 
 class MorphReplica:

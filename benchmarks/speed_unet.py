@@ -1,0 +1,106 @@
+"""The UNet alone: milliseconds per call, FLOP/s, and the share of the machine's peak it reaches.
+
+The peak is what this machine's BLAS reaches on one large float32 matmul (2048^3) with
+the same threads: the most a dense network can hope for here. FLOPs are counted by
+torch's `FlopCounterMode` (matmuls and convolutions; the rest is small). Used by
+`benchmarks/speed_bench.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pipelines.speed import compiled_module
+
+ENGINE_ROWS = 8  # 4 frames a batch, doubled by classifier-free guidance
+REPEATS = 5
+CALLS = 5
+
+
+def peak_flops(size: int = 2048, repeats: int = REPEATS) -> float:
+    """FLOP/s of the best of `repeats` float32 matmuls of `size`^3 on the current threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _seconds(call: Callable[[], Any]) -> float:
+    began = time.perf_counter()
+    call()
+    return time.perf_counter() - began
+
+
+def counted_flops(call: Callable[[], Any]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        call()
+    return counter.get_total_flops()
+
+
+def timed_variants(variants: dict[str, Callable[[], Any]]) -> dict[str, dict]:
+    """Each variant warmed up once (compiles), then the best of REPEATS rounds of CALLS calls, alternating."""
+    figures: dict[str, dict] = {}
+    for name, call in variants.items():
+        figures[name] = {"first_call_s": _seconds(call), "ms": []}
+    for _ in range(REPEATS):
+        for name, call in variants.items():
+            figures[name]["ms"].append(1000 * _seconds(lambda: [call() for _ in range(CALLS)]) / CALLS)
+    return figures
+
+
+def report(variants: dict[str, Callable[[], Any]], flops: int, label: str, rows: int) -> list[dict]:
+    peak = peak_flops()
+    out = []
+    for name, figures in timed_variants(variants).items():
+        best = min(figures["ms"])
+        achieved = flops / (best / 1000)
+        out.append({"network": label, "rows": rows, "variant": name, "ms_per_call": best, "ms_all": figures["ms"],
+                    "first_call_s": figures["first_call_s"], "gflop_per_call": flops / 1e9,
+                    "gflops": achieved / 1e9, "peak_gflops": peak / 1e9, "share_of_peak": achieved / peak,
+                    "threads": torch.get_num_threads()})
+    return out
+
+
+def unet_rows(unet: torch.nn.Module, compile_too: bool = True) -> list[dict]:
+    """A bundled model's UNet at the engine's batch: eager, and compiled as the engine compiles it."""
+    config = unet.config
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(ENGINE_ROWS, config.in_channels, config.sample_size, config.sample_size, generator=generator)
+    context = torch.randn(ENGINE_ROWS, 77, config.cross_attention_dim, generator=generator)
+    timestep = torch.tensor(500)
+    networks = {"eager": unet}
+    if compile_too:
+        networks["compiled"] = compiled_module(unet, torch.device("cpu"))
+    variants = {name: _no_grad(lambda net=net: net(sample, timestep, encoder_hidden_states=context))
+                for name, net in networks.items()}
+    return report(variants, counted_flops(variants["eager"]), "UNet", ENGINE_ROWS)
+
+
+def sd_block_rows(compile_too: bool = True) -> list[dict]:
+    """SD 1.5's first down block (random weights, real size) at 512 px, one frame with guidance (2 rows)."""
+    from diffusers import UNet2DConditionModel
+
+    from benchmarks.sd_configs import SD15_UNET
+
+    block = UNet2DConditionModel(**SD15_UNET).down_blocks[0].eval()
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 320, 64, 64, generator=generator)
+    temb = torch.randn(2, 1280, generator=generator)
+    context = torch.randn(2, 77, 768, generator=generator)
+    networks = {"eager": block}
+    if compile_too:
+        networks["compiled"] = compiled_module(block, torch.device("cpu"))
+    variants = {name: _no_grad(lambda net=net: net(hidden, temb, encoder_hidden_states=context))
+                for name, net in networks.items()}
+    return report(variants, counted_flops(variants["eager"]), "SD 1.5 first down block, 512 px", 2)
+
+
+def _no_grad(call: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with torch.no_grad():
+            return call()
+    return run
