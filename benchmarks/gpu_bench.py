@@ -1,22 +1,36 @@
-"""Frames per second of a 16-frame SD-Turbo 512 px morph on a CUDA GPU, through the engine.
+"""Speed at equal work on a CUDA GPU: a 16-frame SD-Turbo 512 px morph, engine against the stock pipeline.
 
-    python -m benchmarks.gpu_bench                          # stabilityai/sd-turbo, fp16, all four settings
-    python -m benchmarks.gpu_bench --compile off            # skip torch.compile
+    python -m benchmarks.gpu_bench                          # stabilityai/sd-turbo, fp16, every method
+    python -m benchmarks.gpu_bench --compile off            # leave the torch.compile methods out
+    python -m benchmarks.gpu_bench --steps 4                # the approximate modes need steps to save
     python -m benchmarks.gpu_bench --random-weights         # SD-Turbo's architecture, random weights, no hub
     python -m benchmarks.gpu_bench --model runwayml/stable-diffusion-v1-5 --steps 25 --guidance 7.5 --batch-size 8
-    OMP_NUM_THREADS=1 python -m benchmarks.gpu_bench --device cpu --random-weights --frames 2 --size 64 --compile off
+    OMP_NUM_THREADS=1 python -m benchmarks.gpu_bench --device cpu --random-weights --frames 4 --size 64 --steps 2 --compile off
 
-Settings measured: batched (all frames in one pipeline call) against one call per
-frame, each with `torch.compile` off and on (the UNet compiled in place). Every
-setting gets one warm-up morph first (it includes compilation; its time is reported
-apart), then one timed morph (its frames, without the manifest); peak memory is
-`torch.cuda.max_memory_allocated` over the timed morph. The model is loaded by
-`pipelines.loading` (fp16 on CUDA) and run by `pipelines.engine.Morpher`: what the
-CLI and the service do. Writes
-`benchmarks/gpu_bench.json` and a Markdown table (`benchmarks/gpu_bench.md`).
+The GPU counterpart of `benchmarks/speed_bench.py` (CPU): every method of
+`benchmarks/speed_methods.py` renders the same frames of a 2-prompt chain at linear
+spacing, in one run: the stock diffusers pipeline one call per frame and batched 4
+frames a call (what the peers do), the engine eager at the peers' batch of 4 and at
+its own batch, compiled (`torch.compile` as `pipelines.speed` compiles it: max-autotune
+on CUDA), and its approximate modes (deepcache-2, deepcache-3, half the steps).
+`--batch-size N` adds the engine, eager and compiled, at N frames a call.
 
-Exits with status 2 and one sentence when there is no CUDA GPU or the model cannot
-be loaded (offline and not cached: pass `--random-weights` or a local folder).
+Each method gets one untimed warm-up morph (it includes any compilation; its time is
+reported apart), then one timed morph with CUDA synchronized before and after; peak
+memory is `torch.cuda.max_memory_allocated` over the timed morph (reset before it).
+Reported per method: seconds, frames per second, speed-up against the stock pipeline
+batched 4, peak memory, PSNR of its frames against the engine's eager frames (mean and
+worst), its keyframes' PSNR against plain `pipe(prompt=...)` renders, and the jump
+ratio J of its frame gaps. The stock methods run first, before the engine turns the
+UNet channels_last on CUDA: they measure the pipeline as the peers load it. At
+SD-Turbo's single step, half the steps and the deep-feature cache do the full work.
+
+The model is loaded by `pipelines.loading` (fp16 on CUDA). Writes
+`benchmarks/gpu_bench.json` (or `--out`) and a Markdown table beside it (`.md`).
+
+Exits with status 2 and one sentence when there is no CUDA GPU (unless `--device cpu`,
+a smoke test of the code path) or the model cannot be loaded (offline and not cached:
+pass `--random-weights` or a local folder).
 """
 
 from __future__ import annotations

@@ -82,8 +82,9 @@ def psnr_figures(images: list, reference: list) -> dict:
 def render_all(model: LoadedModel, request: MorphRequest, found: list[Method], repeats: int) -> dict[str, dict]:
     """Each method's best time over `repeats` (alternating) and its first run's pictures."""
     runs: dict[str, dict] = {method.name: {"seconds": [], "images": None} for method in found}
-    for method in found:  # untimed: compiles (batches of 4 frames, as every timed batch) and warms caches
-        method.render(model, replace(request, frames=4))
+    for method in found:  # untimed: compiles (batches of 8 frames, then 4: the batch dimension becomes dynamic)
+        for frames in (8, 4):
+            method.render(model, replace(request, frames=frames))
     for repeat in range(repeats):
         for method in found:
             if method.name == "stock per-frame" and request.frames > 16 and repeat:

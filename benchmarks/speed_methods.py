@@ -122,15 +122,17 @@ def stock_per_frame(model: LoadedModel, request: MorphRequest) -> list[Image.Ima
     return images
 
 
-def engine(settings: SpeedSettings, speed: str = "exact", steps_scale: float = 1.0) -> Callable:
-    """The engine with these exact speed-ups, the request's `speed` mode and its steps scaled."""
+def engine(settings: SpeedSettings, speed: str = "exact", steps_scale: float = 1.0,
+           batch_size: int | None = None) -> Callable:
+    """The engine with these exact speed-ups, the request's `speed` mode, its steps scaled and its
+    batch size (None: the engine's default for the device and size)."""
     def render(model: LoadedModel, request: MorphRequest) -> list[Image.Image]:
         morpher = _morphers.get((id(model), settings))
         if morpher is None:  # one per model and settings, kept: a compiled UNet stays compiled
             morpher = _morphers[(id(model), settings)] = Morpher(model, speed=settings)
             if morpher.accelerator.wanted():
                 morpher.accelerator.prepare()
-        changed = replace(request, speed=speed, steps=max(1, round(request.steps * steps_scale)))
+        changed = replace(request, speed=speed, steps=max(1, round(request.steps * steps_scale)), batch_size=batch_size)
         # the frames alone: the manifest's extras (nearest prompts, path map) are not rendering
         return [frame.image for frame in morpher.frames(changed)]
 
@@ -144,15 +146,17 @@ def methods(device: torch.device, compile_too: bool = True) -> list[Method]:
     found = [
         Method("stock per-frame", True, stock_per_frame, "one call per frame, prompts encoded per frame"),
         Method(f"stock batched {PEER_BATCH}", True, stock_batched, "what the peers do"),
-        Method("engine, eager", True, engine(eager), "exact speed-ups off"),
+        Method(f"engine, eager, {PEER_BATCH} a batch", True, engine(eager, batch_size=PEER_BATCH),
+               "the engine before these speed-ups"),
+        Method("engine, eager", True, engine(eager), "the engine's batch (8 frames at these sizes)"),
     ]
     if compile_too:
-        found.append(Method("engine, compiled", True, engine(compiled), "torch.compile of the UNet"))
+        found.append(Method("engine, compiled", True, engine(compiled), "torch.compile of the UNet, the engine's batch"))
     best = compiled if compile_too else eager
     suffix = ", compiled" if compile_too else ""
     found += [
-        Method("deepcache-2", False, engine(best, "deepcache-2"), "deep features reused on 1 of 2 steps"),
-        Method("deepcache-3", False, engine(best, "deepcache-3"), "deep features reused on 2 of 3 steps"),
+        Method("deepcache-2", False, engine(best, "deepcache-2"), "deep features reused on 1 of 2 steps (eager UNet)"),
+        Method("deepcache-3", False, engine(best, "deepcache-3"), "deep features reused on 2 of 3 steps (eager UNet)"),
         Method(f"half the steps{suffix}", False, engine(best, steps_scale=0.5), "the model's own solver at half the steps"),
     ]
     return found

@@ -56,10 +56,11 @@ def morph_table(rows: list[dict]) -> str:
 
 
 def unet_table(rows: list[dict]) -> str:
-    body = [[row["network"], row["rows"], row["variant"], f"{row['ms_per_call']:.1f}", f"{row['gflop_per_call']:.2f}",
+    body = [[row["network"], row["rows"], row["variant"], f"{row['ms_per_call']:.1f}", f"{row['ms_per_row']:.2f}",
+             f"{row['gflop_per_call']:.2f}",
              f"{row['gflops']:.1f}", f"{row['peak_gflops']:.0f}", f"{row['share_of_peak']:.0%}",
              f"{row['first_call_s']:.1f}"] for row in rows]
-    return table(["network", "rows", "variant", "ms / call", "GFLOP / call", "GFLOP/s", "peak GFLOP/s (matmul)",
+    return table(["network", "rows", "variant", "ms / call", "ms / row", "GFLOP / call", "GFLOP/s", "peak GFLOP/s (matmul)",
                   "share of peak", "first call (s)"], body)
 
 

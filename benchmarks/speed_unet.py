@@ -16,7 +16,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipelines.speed import compiled_module
 
-ENGINE_ROWS = 8  # 4 frames a batch, doubled by classifier-free guidance
+ENGINE_ROWS = 16  # 8 frames a batch (the CPU default for these sizes), doubled by classifier-free guidance
+PEER_ROWS = 8  # the peers' 4 frames a batch
 REPEATS = 5
 CALLS = 5
 
@@ -52,32 +53,46 @@ def timed_variants(variants: dict[str, Callable[[], Any]]) -> dict[str, dict]:
     return figures
 
 
-def report(variants: dict[str, Callable[[], Any]], flops: int, label: str, rows: int) -> list[dict]:
+def report(variants: dict[str, tuple[Callable[[], Any], int, int]], label: str) -> list[dict]:
+    """`variants`: name -> (call, rows, FLOPs of one call)."""
     peak = peak_flops()
     out = []
-    for name, figures in timed_variants(variants).items():
+    timed = timed_variants({name: call for name, (call, _, _) in variants.items()})
+    for name, figures in timed.items():
+        _, rows, flops = variants[name]
         best = min(figures["ms"])
         achieved = flops / (best / 1000)
         out.append({"network": label, "rows": rows, "variant": name, "ms_per_call": best, "ms_all": figures["ms"],
-                    "first_call_s": figures["first_call_s"], "gflop_per_call": flops / 1e9,
+                    "ms_per_row": best / rows, "first_call_s": figures["first_call_s"], "gflop_per_call": flops / 1e9,
                     "gflops": achieved / 1e9, "peak_gflops": peak / 1e9, "share_of_peak": achieved / peak,
                     "threads": torch.get_num_threads()})
     return out
 
 
+def _variants(networks: dict[str, Any], make_inputs: Callable[[int], tuple], rows_of: dict[str, int]) -> dict:
+    variants = {}
+    for name, network in networks.items():
+        inputs = make_inputs(rows_of[name])
+        call = _no_grad(lambda network=network, inputs=inputs: network(*inputs[:-1], encoder_hidden_states=inputs[-1]))
+        variants[name] = (call, rows_of[name], counted_flops(_no_grad(
+            lambda inputs=inputs, eager=networks[next(iter(networks))]: eager(*inputs[:-1], encoder_hidden_states=inputs[-1]))))
+    return variants
+
+
 def unet_rows(unet: torch.nn.Module, compile_too: bool = True) -> list[dict]:
-    """A bundled model's UNet at the engine's batch: eager, and compiled as the engine compiles it."""
+    """A bundled model's UNet at the peers' batch and the engine's: eager, and compiled as the engine compiles it."""
     config = unet.config
-    generator = torch.Generator().manual_seed(0)
-    sample = torch.randn(ENGINE_ROWS, config.in_channels, config.sample_size, config.sample_size, generator=generator)
-    context = torch.randn(ENGINE_ROWS, 77, config.cross_attention_dim, generator=generator)
-    timestep = torch.tensor(500)
-    networks = {"eager": unet}
+
+    def make_inputs(rows: int) -> tuple:
+        generator = torch.Generator().manual_seed(0)
+        return (torch.randn(rows, config.in_channels, config.sample_size, config.sample_size, generator=generator),
+                torch.tensor(500), torch.randn(rows, 77, config.cross_attention_dim, generator=generator))
+
+    networks = {f"eager, {PEER_ROWS} rows": unet, f"eager, {ENGINE_ROWS} rows": unet}
     if compile_too:
-        networks["compiled"] = compiled_module(unet, torch.device("cpu"))
-    variants = {name: _no_grad(lambda net=net: net(sample, timestep, encoder_hidden_states=context))
-                for name, net in networks.items()}
-    return report(variants, counted_flops(variants["eager"]), "UNet", ENGINE_ROWS)
+        networks[f"compiled, {ENGINE_ROWS} rows"] = compiled_module(unet, torch.device("cpu"))
+    rows_of = {name: int(name.split(", ")[1].split()[0]) for name in networks}
+    return report(_variants(networks, make_inputs, rows_of), "UNet")
 
 
 def sd_block_rows(compile_too: bool = True) -> list[dict]:
@@ -87,16 +102,16 @@ def sd_block_rows(compile_too: bool = True) -> list[dict]:
     from benchmarks.sd_configs import SD15_UNET
 
     block = UNet2DConditionModel(**SD15_UNET).down_blocks[0].eval()
-    generator = torch.Generator().manual_seed(0)
-    hidden = torch.randn(2, 320, 64, 64, generator=generator)
-    temb = torch.randn(2, 1280, generator=generator)
-    context = torch.randn(2, 77, 768, generator=generator)
+
+    def make_inputs(rows: int) -> tuple:
+        generator = torch.Generator().manual_seed(0)
+        return (torch.randn(rows, 320, 64, 64, generator=generator), torch.randn(rows, 1280, generator=generator),
+                torch.randn(rows, 77, 768, generator=generator))
+
     networks = {"eager": block}
     if compile_too:
         networks["compiled"] = compiled_module(block, torch.device("cpu"))
-    variants = {name: _no_grad(lambda net=net: net(hidden, temb, encoder_hidden_states=context))
-                for name, net in networks.items()}
-    return report(variants, counted_flops(variants["eager"]), "SD 1.5 first down block, 512 px", 2)
+    return report(_variants(networks, make_inputs, {name: 2 for name in networks}), "SD 1.5 first down block, 512 px")
 
 
 def _no_grad(call: Callable[[], Any]) -> Callable[[], Any]:

@@ -143,9 +143,15 @@ class Accelerator:
             return mode == "on"
         if self.device.type == "cuda":
             return True
-        if self.device.type != "cpu":
-            return False
+        if self.device.type != "cpu" or self._heavy():
+            return False  # measured: a real-size UNet's large operations gain nothing from compiling on a CPU
         return row_steps is None or pays_to_compile(row_steps, latent_pixels)
+
+    def _heavy(self) -> bool:
+        from pipelines.threads import is_heavy
+
+        config = self.pipe.unet.config
+        return is_heavy(int(config.sample_size) ** 2 * int(config.block_out_channels[0]))
 
     def prepare(self) -> None:
         """Compile now: the first plain render after this pays the compile (the CLI's way)."""
@@ -153,7 +159,7 @@ class Accelerator:
             self.compiled = compiled_module(self.pipe.unet, self.device)
             self.ready.set()
 
-    def prepare_in_background(self, sample_rows: tuple[int, ...] = (8, 4)) -> threading.Thread:
+    def prepare_in_background(self, sample_rows: tuple[int, ...] = (16, 4)) -> threading.Thread:
         """Compile on a thread with sample inputs of these batch sizes (the second makes the batch
         dimension dynamic: one more compile covers every batch); renders use the eager UNet until done."""
         self.compiled = compiled_module(self.pipe.unet, self.device)

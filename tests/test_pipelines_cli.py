@@ -33,7 +33,9 @@ FAST = ["--steps", "2", "--size", "32x32"]
      (["a", "b", "c", "d", "--walk", "grid", "--spacing", "even"], "even"),
      (["a", "b", "--walk", "direction"], "exactly 3 prompts"),
      (["a", "b", "c", "--walk", "direction", "--scale", "1"], "scale"),
-     (["a", "b", "c", "--walk", "direction", "--scale", "1", "1"], "scale")],
+     (["a", "b", "c", "--walk", "direction", "--scale", "1", "1"], "scale"),
+     (["a", "b", "--compile", "fast"], "--compile must be one of auto, on, off"),
+     (["a", "b", "--speed", "turbo"], "choose from exact, deepcache-2, deepcache-3")],
 )
 def test_bad_input_exits_2_with_one_line(args: list[str], words: str, capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -273,3 +275,14 @@ def test_the_cli_takes_a_thread_count_and_refuses_a_bad_one() -> None:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["a", "b", "--threads", "none"])
     assert exited.value.code == 2
+
+
+def test_the_cli_renders_an_approximate_speed_and_says_so_in_the_manifest(tiny_model_dir: Path, tmp_path: Path,
+                                                                         capsys) -> None:
+    manifest = tmp_path / "m.json"
+    argv = ["a red circle", "a blue square", "--model", str(tiny_model_dir), "--frames", "3", *FAST,
+            "--speed", "deepcache-2", "--compile", "off", "--out", str(tmp_path / "m.png"), "--manifest", str(manifest)]
+    assert exit_code(argv) == 0
+    record = json.loads(manifest.read_text())
+    assert record["speed"] == "deepcache-2" and record["request"]["speed"] == "deepcache-2"
+    assert "compiled" not in capsys.readouterr().err  # --compile off: the eager UNet, and the summary says nothing of it
