@@ -41,25 +41,20 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+if TYPE_CHECKING:  # imported where used: a missing GPU or model is reported before the pipelines load
+    from benchmarks.speed_methods import Method
+    from pipelines.loading import LoadedModel
+    from pipelines.request import MorphRequest
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ("a watercolour painting of a fox in a forest", "a bronze statue of a fox on a plinth")
+SEEDS = (1, 2)
 DEFAULT_MODEL = "stabilityai/sd-turbo"
-
-
-@dataclass(frozen=True)
-class Setting:
-    batched: bool
-    compiled: bool
-
-    @property
-    def label(self) -> str:
-        return f"{'batched' if self.batched else 'one call per frame'}, compile {'on' if self.compiled else 'off'}"
 
 
 class BenchError(Exception):
@@ -78,25 +73,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=1, help="SD-Turbo is made for 1-4 steps")
     parser.add_argument("--guidance", type=float, default=0.0, help="SD-Turbo runs without guidance")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="frames per call in the batched setting (default: all frames in one call)")
+                        help="also measure the engine at this many frames a call (it otherwise uses the peers' 4 "
+                             "and its own default for the device and size)")
     parser.add_argument("--vae-slicing", action="store_true",
                         help="decode frame by frame (pipe.vae.enable_slicing()): less memory for big batches")
-    parser.add_argument("--compile", default="both", choices=("off", "on", "both"))
-    parser.add_argument("--compile-mode", default="default",
-                        help="torch.compile mode, e.g. default, reduce-overhead, max-autotune")
+    # "both" is what "on" was called when compiled and eager runs were separate settings: the eager
+    # methods are always measured now (they are the reference), so the two mean the same
+    parser.add_argument("--compile", default="on", choices=("on", "off", "both"),
+                        help="on: include the torch.compile methods; off: leave them out")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "gpu_bench.json")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.frames < 2 or args.steps < 1 or (args.batch_size is not None and args.batch_size < 1):
+        parser.error("--frames must be at least 2, --steps and --batch-size at least 1")
+    return args
 
 
 def check_device(name: str) -> torch.device:
     """The device to run on, or BenchError when CUDA is asked for and absent."""
     if name == "cuda" and not torch.cuda.is_available():
         raise BenchError("No CUDA GPU is available: this benchmark measures a GPU. Run it on a CUDA machine, "
-                         "or smoke-test the code path with --device cpu --random-weights --frames 2 --size 64.")
+                         "or smoke-test the code path with --device cpu --random-weights --frames 4 --size 64.")
     return torch.device(name)
 
 
-def load(args: argparse.Namespace, device: torch.device):
+def load(args: argparse.Namespace, device: torch.device) -> LoadedModel:
     """A LoadedModel: the hub model through pipelines.loading, or SD-Turbo's architecture with random weights."""
     from pipelines.loading import LoadedModel, ModelLoadError, dtype_for, load_model
 
@@ -116,9 +116,30 @@ def load(args: argparse.Namespace, device: torch.device):
     return LoadedModel(pipe=pipe, name="random:sd-turbo", device=device, dtype=dtype)
 
 
-def settings(compile_choice: str) -> list[Setting]:
-    compiled = {"off": [False], "on": [True], "both": [False, True]}[compile_choice]
-    return [Setting(batched, flag) for flag in compiled for batched in (True, False)]
+def morph_request(args: argparse.Namespace) -> MorphRequest:
+    from pipelines.request import MorphRequest
+
+    return MorphRequest(prompts=PROMPTS, seeds=SEEDS, frames=args.frames, steps=args.steps,
+                        guidance=args.guidance, size=(args.size, args.size))
+
+
+def method_list(device: torch.device, args: argparse.Namespace) -> list[Method]:
+    """`speed_methods.methods()`, plus the engine at `--batch-size` frames a call when one is asked for."""
+    from benchmarks.speed_methods import PEER_BATCH, Method, engine, methods
+    from pipelines.render import default_batch_size
+    from pipelines.speed import SpeedSettings
+
+    compile_too = args.compile != "off"
+    found = methods(device, compile_too=compile_too)
+    if args.batch_size in (None, PEER_BATCH, default_batch_size(device, args.size, args.size)):
+        return found  # that batch is in the list already
+    kinds = ["off", "on"] if compile_too else ["off"]
+    extra = [Method(f"engine, {'compiled' if kind == 'on' else 'eager'}, {args.batch_size} a batch", True,
+                    engine(SpeedSettings.for_device(device, compile=kind), batch_size=args.batch_size),
+                    "frames a call from --batch-size") for kind in kinds]
+    # beside the engine's other exact rows, before the approximate modes
+    at = next(index for index, method in enumerate(found) if not method.exact)
+    return found[:at] + extra + found[at:]
 
 
 def synchronize(device: torch.device) -> None:
@@ -131,45 +152,40 @@ def peak_bytes(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
-def timed_morph(morpher, request, device: torch.device) -> tuple[float, int | None]:
-    """(seconds, peak bytes) of one morph's frames, pulled as PIL images as a user gets them.
+def timed_render(method: Method, model: LoadedModel, request: MorphRequest) -> tuple[float, int | None, list]:
+    """(seconds, peak bytes, frames) of one morph, its frames pulled as PIL images as a user gets them.
 
-    `Morpher.frames`, not `render`: the manifest's path record (text-encoding every landmark
+    The methods render frames only: the manifest's path record (text-encoding every landmark
     prompt once per morph) is not frame work and would blur frames per second.
     """
+    device = model.device
     if device.type == "cuda":
-        torch.cuda.empty_cache()
+        torch.cuda.empty_cache()  # the previous method's cached blocks would hide this one's peak
         torch.cuda.reset_peak_memory_stats(device)
     synchronize(device)
     began = time.perf_counter()
-    for _ in morpher.frames(request):
-        pass
+    images = method.render(model, request)
     synchronize(device)
-    return time.perf_counter() - began, peak_bytes(device)
+    return time.perf_counter() - began, peak_bytes(device), images
 
 
-def measure(model, setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
-    """Warm up, then time one morph with this setting."""
-    from pipelines.engine import Morpher
-    from pipelines.request import MorphRequest
-
-    if setting.compiled and not getattr(model.pipe.unet, "_compiled_call_impl", None):
-        model.pipe.unet.compile(mode=args.compile_mode)  # in place: the pipeline keeps its UNet object
-    morpher = Morpher(model)  # no frame cache: every frame is denoised
-    request = MorphRequest(prompts=PROMPTS, seeds=(1, 2), frames=args.frames, steps=args.steps,
-                           guidance=args.guidance, size=(args.size, args.size),
-                           batch_size=(args.batch_size or args.frames) if setting.batched else 1)
-    warm_s, _ = timed_morph(morpher, request, model.device)
-    seconds, peak = timed_morph(morpher, request, model.device)
-    return {"setting": setting.label, "batched": setting.batched, "compiled": setting.compiled,
-            "warmup_s": round(warm_s, 3), "seconds": round(seconds, 3),
-            "frames_per_s": round(args.frames / seconds, 3),
-            "peak_gib": None if peak is None else round(peak / 2**30, 3)}
+def measure(method: Method, model: LoadedModel, request: MorphRequest) -> tuple[dict[str, Any], list]:
+    """Warm up (compiles the shapes the timed morph meets), then time one morph: its row and its frames."""
+    warm_s, _, _ = timed_render(method, model, request)
+    seconds, peak, images = timed_render(method, model, request)
+    row = {"method": method.name, "exact": method.exact, "note": method.note, "warmup_s": round(warm_s, 3),
+           "seconds": round(seconds, 4), "frames_per_s": round(request.frames / seconds, 3),
+           "s_per_frame": round(seconds / request.frames, 4),
+           "peak_gib": None if peak is None else round(peak / 2**30, 3)}
+    return row, images
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "device": device.type,
-            "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    import diffusers
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "device": device.type, "torch_threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         info.update(gpu=properties.name, gpu_memory_gib=round(properties.total_memory / 2**30, 1),
@@ -179,37 +195,25 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def markdown(result: dict[str, Any]) -> str:
-    """The table of one run, with the settings it was run with."""
-    m, a = result["machine"], result["args"]
-    where = (f"{m['gpu']} ({m['gpu_memory_gib']} GiB, CUDA {m['cuda']})" if m["gpu"]
-             else f"CPU, {m['torch_threads']} threads")
-    lines = [f"`{result['command']}` ({m['date']}; {where}; torch {m['torch']}). Model `{result['model']}`, "
-             f"{result['dtype']}, {a['frames']} frames of {a['size']}x{a['size']}, {a['steps']} step(s), "
-             f"guidance {a['guidance']}, VAE slicing {'on' if a['vae_slicing'] else 'off'}.", "",
-             "| setting | frames/s | morph (s) | warm-up incl. compile (s) | peak memory (GiB) |",
-             "| --- | --- | --- | --- | --- |"]
-    for row in result["rows"]:
-        peak = "n/a (CPU)" if row["peak_gib"] is None else f"{row['peak_gib']:.2f}"
-        lines.append(f"| {row['setting']} | {row['frames_per_s']:.2f} | {row['seconds']:.2f} | "
-                     f"{row['warmup_s']:.1f} | {peak} |")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.gpu_bench_report import add_quality, plain_keyframes
+
     device = check_device(args.device)
     if args.size % 8:
         raise BenchError(f"--size {args.size} is not a multiple of 8.")
     model = load(args, device)
     if args.vae_slicing:
         model.pipe.vae.enable_slicing()
-    rows = []
-    for setting in settings(args.compile):  # compile off first: compiling is not undone
-        rows.append(measure(model, setting, args))
-        print(f"{setting.label}: {rows[-1]['frames_per_s']:.2f} frames/s", flush=True)
+    request = morph_request(args)
+    rows, images = [], {}
+    for method in method_list(device, args):  # stock first: the engine may turn the UNet channels_last
+        row, images[method.name] = measure(method, model, request)
+        rows.append(row)
+        print(f"{method.name}: {row['frames_per_s']:.2f} frames/s (warm-up {row['warmup_s']:.1f} s)", flush=True)
+    add_quality(rows, images, plain_keyframes(model.pipe, request))
     return {"command": "python -m benchmarks.gpu_bench " + " ".join(sys.argv[1:]), "model": model.name,
-            "dtype": str(model.dtype).replace("torch.", ""), "args": {key: str(value) if isinstance(value, Path)
-                                                                     else value for key, value in vars(args).items()},
+            "dtype": str(model.dtype).replace("torch.", ""),
+            "args": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
             "machine": machine(device), "rows": rows}
 
 
@@ -220,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as error:
         print(f"gpu_bench: {error}", file=sys.stderr)
         return 2
+    from benchmarks.gpu_bench_report import markdown
+
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     table = markdown(result)
     args.out.with_suffix(".md").write_text(table + "\n")
