@@ -16,7 +16,7 @@ diffusers pipeline's `__call__` does; each stage is a named function elsewhere:
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Callable, Iterator
 
@@ -251,14 +251,13 @@ class Morpher:
     def unet_for(self, mixing, job: Job) -> Iterator[None]:
         """The UNet a batch runs on: the compiled one (exact speed-ups) for plain renders; the eager one
         with attention processors (interpolation) or hooks (the approximate deep-feature cache)."""
-        unet = self.model.pipe.unet
         interval = DEEP_CACHE_INTERVALS[job.request.speed]
-        with ExitStack() as stack:
-            if mixing is not None:
-                stack.enter_context(interpolated_attention(unet, mixing))
-            elif interval == 1:
-                stack.enter_context(self.accelerator.applied())
-            stack.enter_context(deep_feature_cache(unet, interval))
+        if mixing is None and interval == 1:
+            with self.accelerator.applied():
+                yield
+            return
+        with self.accelerator.hookable() as unet, interpolated_attention(unet, mixing), \
+                deep_feature_cache(unet, interval):
             yield
 
     # ------------------------------------------------------------ identity of a frame

@@ -27,6 +27,7 @@ cache install Python-level processors and hooks, so their batches run on the eag
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import threading
@@ -122,6 +123,7 @@ class Accelerator:
         self.device = device
         self.settings = settings or SpeedSettings.for_device(device)
         self.compiled: Any = None
+        self._twin: Any = None  # the eager UNet for processors and hooks, once there is a compiled one (hookable)
         self.ready = threading.Event()  # the compiled UNet has run once (compiled) and may be used
         if self.settings.channels_last:
             import torch
@@ -184,6 +186,27 @@ class Accelerator:
         thread = threading.Thread(target=build, name="unet-compile", daemon=True)
         thread.start()
         return thread
+
+    @contextmanager
+    def hookable(self) -> Iterator[Any]:
+        """The UNet to install attention processors or hooks on, called by the pipeline inside the block.
+
+        Without a compiled UNet that is the model's own. With one, it is a twin that shares
+        the weights: processors and hooks on the compiled module would fail its guards and
+        recompile it (tens of seconds) on the next plain render, and again after each.
+        """
+        unet = self.pipe.unet
+        if self.compiled is None:
+            yield unet
+            return
+        if self._twin is None:
+            shared = {id(tensor): tensor for tensor in [*unet.parameters(), *unet.buffers()]}
+            self._twin = copy.deepcopy(unet, memo=shared)
+        self.pipe.unet = self._twin
+        try:
+            yield self._twin
+        finally:
+            self.pipe.unet = unet
 
     @contextmanager
     def applied(self) -> Iterator[None]:

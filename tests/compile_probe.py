@@ -3,14 +3,17 @@
     python tests/compile_probe.py MODEL_FOLDER
 
 Prints one JSON line: inductor's on-disk cache hits and misses in this process, the
-PSNR of the compiled keyframes against plain `pipe(prompt=...)` renders, and the
-worst PSNR of the compiled frames against the eager engine's.
+PSNR of the compiled keyframes against plain `pipe(prompt=...)` renders, the worst
+PSNR of the compiled frames against the eager engine's, and how many graphs were
+compiled again by renders in the other modes (deep-feature cache, attention
+interpolation) and a plain render after them.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,7 +40,12 @@ def main() -> None:
                         guidance_scale=REQUEST.guidance, width=64, height=64).images[0]
              for prompt, seed in zip(REQUEST.prompts, REQUEST.seeds)]
     counters = torch._dynamo.utils.counters["inductor"]
+    graphs = counters["fxgraph_cache_hit"] + counters["fxgraph_cache_miss"]
+    # the other modes install processors and hooks; the plain render after them must not recompile
+    for changed in (replace(REQUEST, speed="deepcache-2"), replace(REQUEST, attention="interpolate"), REQUEST):
+        list(compiled.frames(changed))
     print(json.dumps({
+        "graphs_compiled_after_other_modes": counters["fxgraph_cache_hit"] + counters["fxgraph_cache_miss"] - graphs,
         "fxgraph_cache_hit": counters["fxgraph_cache_hit"],
         "fxgraph_cache_miss": counters["fxgraph_cache_miss"],
         "keyframes_db": [min(metrics.psnr(frames[0], plain[0]), 999.0), min(metrics.psnr(frames[-1], plain[1]), 999.0)],

@@ -46,6 +46,7 @@ def test_the_compiled_unet_keeps_keyframes_exact_and_frames_equal_to_eager(two_c
         assert min(run["keyframes_db"]) >= 40, run
         assert run["worst_vs_eager_db"] >= 40, run
         assert run["unet_swapped_back"]  # the pipeline holds its own UNet again after the render
+        assert run["graphs_compiled_after_other_modes"] == 0  # their processors and hooks go on a twin
 
 
 def test_a_second_process_compiles_from_the_on_disk_cache(two_compiling_processes) -> None:
