@@ -17,7 +17,10 @@ A render's time is the UNet's (over 90% of it). What pays, measured by
 
 Measured and not kept: splitting a batch over single-threaded lanes (the Python side
 of eager modules holds the GIL, so two lanes ran no faster than two intra-op threads),
-inductor's C++ wrapper and fused QKV projections on the CPU (no gain beyond noise).
+inductor's C++ wrapper and fused QKV projections on the CPU (no gain beyond noise),
+classic attention instead of SDPA (slower or equal). OpenVINO (`benchmarks/openvino_probe.py`)
+ties inductor on the scenes UNet and beats it by 1.2x on shapes64, and prepares in 8 s
+instead of 23-90 s; it is a 180 MB runtime and is not a backend of the engine yet.
 
 Everything here keeps keyframes exact (>= 40 dB against plain renders: tested). It
 applies to plain-attention renders; attention interpolation and the deep-feature
@@ -48,9 +51,9 @@ COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # inductor's own variable; set he
 # Measured by benchmarks/speed_bench.py on the 2-core CPU (BENCHMARKS.md "Speed at equal work"):
 # the compile's cost with an empty and with a warm on-disk cache (a bundled model, two batch
 # shapes), and the UNet time per row and denoising step it saves at 16 x 16 latents.
-CPU_COMPILE_COLD_S = 150.0
-CPU_COMPILE_WARM_S = 20.0
-CPU_SAVED_S_PER_ROW_STEP = 0.0015
+CPU_COMPILE_COLD_S = 90.0  # measured 77 s (shapes64) and 88 s (scenes)
+CPU_COMPILE_WARM_S = 33.0  # measured 28 s and 33 s
+CPU_SAVED_S_PER_ROW_STEP = 0.0009  # measured 1.47 ms (shapes64) and 0.94 ms (scenes) a row, 16 rows a call
 LATENT_PIXELS_MEASURED = 16 * 16
 
 
