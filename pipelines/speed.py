@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 COMPILE_MODES = ("auto", "on", "off")
 COMPILE_ENV = "LATENT_MORPH_COMPILE"  # auto | on | off, for surfaces without a flag (tests, replicas)
-COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # inductor's own variable; set here only when unset
+COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # inductor's own variable; kept when someone set it
 # Measured by benchmarks/speed_bench.py on the 2-core CPU (BENCHMARKS.md "Speed at equal work"):
 # the compile's cost with an empty and with a warm on-disk cache (a bundled model, two batch
 # shapes), and the UNet time per row and denoising step it saves at 16 x 16 latents.
@@ -93,18 +93,29 @@ def add_compile_flag(parser: argparse.ArgumentParser, environ: Mapping[str, str]
 
 
 def compile_cache_dir() -> Path:
-    """Where inductor keeps compiled kernels and graphs between processes."""
-    if os.environ.get(COMPILE_CACHE_ENV):
-        return Path(os.environ[COMPILE_CACHE_ENV])
+    """Where inductor keeps compiled kernels and graphs between processes: TORCHINDUCTOR_CACHE_DIR when
+    someone chose it, else a folder beside the frame cache (inductor's own default is in /tmp)."""
+    chosen = os.environ.get(COMPILE_CACHE_ENV)
+    if chosen and chosen != _inductor_default():
+        return Path(chosen)
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "latent-morph" / "torch-compile"
+
+
+def _inductor_default() -> str | None:
+    """Inductor writes its default into the environment when it is first imported (diffusers imports it)."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # another torch layout: treat any value as chosen
+        return None
+    return default_cache_dir()
 
 
 def compiled_module(module: "torch.nn.Module", device: "torch.device") -> Any:
     """`torch.compile` as the engine uses it (compiled on the first call, cached on disk)."""
     import torch
 
-    os.environ.setdefault(COMPILE_CACHE_ENV, str(compile_cache_dir()))
+    os.environ[COMPILE_CACHE_ENV] = str(compile_cache_dir())
     if device.type == "cuda":
         return torch.compile(module, mode="max-autotune")
     return torch.compile(module, options={"freezing": True})
