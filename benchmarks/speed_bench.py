@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from benchmarks import speed_report  # noqa: E402
 from benchmarks.morph_bench import machine, plain_render  # noqa: E402

@@ -16,7 +16,6 @@ diffusers pipeline's `__call__` does; each stage is a named function elsewhere:
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Callable, Iterator
 
@@ -28,12 +27,12 @@ from pipelines.cache import FrameCache, frame_key, model_fingerprint
 from pipelines.keys import ImageKey, TextEncoder, keys_for, uses_guidance
 from pipelines.loading import LoadedModel
 from pipelines.render import (
-    Progress, RenderedFrame, StepProgress, batched, default_batch_size, denoise, step_generators,
+    Progress, RenderedFrame, StepProgress, batched, default_batch_size, denoise, step_generators, unet_for_batch,
 )
 from pipelines.request import MorphRequest, check_request, walk_reads
 from pipelines.spacing import RenderStats, even_frames
-from pipelines.attention import attention_mixing, interpolated_attention, with_anchors
-from pipelines.deepcache import DEEP_CACHE_INTERVALS, deep_feature_cache
+from pipelines.attention import attention_mixing, with_anchors
+from pipelines.deepcache import DEEP_CACHE_INTERVALS
 from pipelines.speed import Accelerator, SpeedSettings
 from pipelines.inversion import InversionCache, sampler_for_inversion
 from pipelines.recipes import weights
@@ -242,23 +241,10 @@ class Morpher:
             if job.uncond.pooled is not None:
                 inputs["negative_pooled_prompt_embeds"] = job.uncond.pooled.repeat(rows, 1)
         generators = step_generators(seeds, self.latent_shape(request), self._dtype())
-        with self.unet_for(mixing, job):
+        with unet_for_batch(self.accelerator, mixing, DEEP_CACHE_INTERVALS[request.speed]):
             images, flagged = denoise(self.model.pipe, inputs, generators, request.steps, guidance, request.size,
                                       job.progress, frames=len(points))
         return images[: len(points)], flagged[: len(points)]  # the anchors' pictures are not output
-
-    @contextmanager
-    def unet_for(self, mixing, job: Job) -> Iterator[None]:
-        """The UNet a batch runs on: the compiled one (exact speed-ups) for plain renders; the eager one
-        with attention processors (interpolation) or hooks (the approximate deep-feature cache)."""
-        interval = DEEP_CACHE_INTERVALS[job.request.speed]
-        if mixing is None and interval == 1:
-            with self.accelerator.applied():
-                yield
-            return
-        with self.accelerator.hookable() as unet, interpolated_attention(unet, mixing), \
-                deep_feature_cache(unet, interval):
-            yield
 
     # ------------------------------------------------------------ identity of a frame
     def frame_fields(self, point: Point, job: Job) -> dict:

@@ -7,15 +7,20 @@ progress and cancellation ride on its `callback_on_step_end`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 
 from pipelines import threads
+from pipelines.attention import Mixing, interpolated_attention
+from pipelines.deepcache import deep_feature_cache
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from pipelines.speed import Accelerator
 
     from pipelines.walks import Point
 
@@ -158,3 +163,16 @@ def denoise(
     flagged = getattr(output, "nsfw_content_detected", None) or [False] * count
     progress.frames_done += count if frames is None else frames
     return list(output.images), [bool(flag) for flag in flagged]
+
+
+@contextmanager
+def unet_for_batch(accelerator: "Accelerator", mixing: Mixing | None, deep_cache_interval: int) -> Iterator[None]:
+    """The UNet a batch runs on: the compiled one (exact speed-ups) for plain renders; the eager one
+    with attention processors (interpolation) or hooks (the approximate deep-feature cache)."""
+    if mixing is None and deep_cache_interval == 1:
+        with accelerator.applied():
+            yield
+        return
+    with accelerator.hookable() as unet, interpolated_attention(unet, mixing), \
+            deep_feature_cache(unet, deep_cache_interval):
+        yield
