@@ -160,7 +160,7 @@ class Accelerator:
         if self.device.type == "cuda":
             return True
         if self.device.type != "cpu" or self._heavy():
-            return False  # measured: a real-size UNet's large operations gain nothing from compiling on a CPU
+            return False  # measured: a real-size SD 1.5 block gained 0-12% on a CPU, against minutes of compiling
         return row_steps is None or pays_to_compile(row_steps, latent_pixels)
 
     def _heavy(self) -> bool:
