@@ -39,6 +39,7 @@ TEXT = {
     "loop": [("true", True), ("False", False), (True, True), (0, False)],
     "noise_interp": [("lerp", "lerp")],
     "attention": [("interpolate", "interpolate")],
+    "speed": [("deepcache-2", "deepcache-2"), ("exact", "exact")],
     "batch_size": [("2", 2), (None, None)],
 }
 # A bad text form of each option; parsing it, or checking a request holding it, must name the field.
@@ -58,6 +59,7 @@ BAD = {
     "loop": "maybe",
     "noise_interp": "cubic",
     "attention": "sideways",
+    "speed": "ludicrous",
     "batch_size": "0",
 }
 
