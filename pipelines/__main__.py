@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         return _fail(str(error))
     # compile only when this render pays the compile back (pipelines/speed.py)
-    if morpher.accelerator.wanted(morpher.row_steps(resolved), morpher.latent_pixels(resolved)):
+    if morpher.accelerator.wanted_for(resolved):
         morpher.accelerator.prepare()
 
     # 3. render

@@ -289,16 +289,6 @@ class Morpher:
         _, _, height, width = self.latent_shape(self.resolve(request))
         return height * width * int(self.model.pipe.unet.config.block_out_channels[0])
 
-    def row_steps(self, request: MorphRequest) -> int:
-        """UNet rows x steps a resolved request asks for at most (even spacing denoises up to twice the frames)."""
-        frames = get_walk(request.walk).plan(request)
-        rows = len(frames) * (2 if request.spacing == "even" else 1)
-        return rows * request.steps * (2 if uses_guidance(self.model.pipe, request.guidance) else 1)
-
-    def latent_pixels(self, request: MorphRequest) -> int:
-        _, _, height, width = self.latent_shape(request)
-        return height * width
-
     def latent_shape(self, request: MorphRequest) -> tuple[int, int, int, int]:
         """Shape of one frame's latent, as the pipeline's `prepare_latents` computes it."""
         pipe = self.model.pipe

@@ -25,7 +25,7 @@ from pipelines.walks import get_walk
 INTERPS = ("slerp", "lerp")
 NOISE_INTERPS = ("slerp", "lerp")
 ATTENTION_MODES = ("plain", "interpolate")
-SPEED_MODES = ("exact", "deepcache-2", "deepcache-3")  # the interval of each: pipelines/deepcache.py
+SPEED_MODES = ("exact", "deepcache-2", "deepcache-3")  # pipelines/deepcache.py reads N from the name
 # torch.Generator takes 64-bit seeds; every surface takes 32 bits (plenty, and portable).
 SEED_MAX = 2**32 - 1
 WALKS = tuple(WALK_REGISTRY)  # the walks' names, from their registry (pipelines/walks.py)
@@ -202,8 +202,7 @@ class MorphRequest:
                             help="interpolate: in-between frames also attend to their keyframes' attention keys "
                                  "and values (AID), so a morph has no cuts; renders the keyframes in every batch")
     speed: str = option("exact", kind="choice", choices=SPEED_MODES, advanced=True, appended=True, label="Speed",
-                        help="exact: the model's own frames; deepcache-2 / deepcache-3: reuse the UNet's deep "
-                             "features on 1 of 2 / 2 of 3 steps (faster, approximate: see BENCHMARKS.md)")
+                        help="exact, or deepcache-N: the UNet's deep features reused on N-1 of N steps (approximate)")
     batch_size: int | None = option(None, kind="int", low=1, api=False, label="Batch size",
                                     help="frames per pipeline call (default: sensible for the device)")
 

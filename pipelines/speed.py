@@ -169,6 +169,17 @@ class Accelerator:
         config = self.pipe.unet.config
         return is_heavy(int(config.sample_size) ** 2 * int(config.block_out_channels[0]))
 
+    def wanted_for(self, request: Any) -> bool:
+        """`wanted` for one resolved request's work: UNet rows x steps at most (even spacing denoises
+        up to twice the frames; guidance doubles the rows), at its latent size (the CLI's choice)."""
+        from pipelines.keys import uses_guidance
+        from pipelines.walks import get_walk
+
+        rows = len(get_walk(request.walk).plan(request)) * (2 if request.spacing == "even" else 1)
+        rows *= 2 if uses_guidance(self.pipe, request.guidance) else 1
+        scale = self.pipe.vae_scale_factor
+        return self.wanted(rows * request.steps, (request.height // scale) * (request.width // scale))
+
     def prepare(self) -> None:
         """Compile now: the first plain render after this pays the compile (the CLI's way)."""
         if self.compiled is None:
