@@ -4,7 +4,7 @@
     python -m benchmarks.openvino_probe --model scenes
 
 The bundled model's UNet at the engine's batch (16 rows: 8 frames with guidance): eager
-PyTorch, compiled as the engine compiles it (`pipelines.speed.compiled_module`), and
+PyTorch, compiled as the engine compiles it (`pipelines.compiling.compiled_module`), and
 converted with `openvino.convert_model` and compiled for the CPU with the same thread
 count. Alternating rounds, best of 5; prints milliseconds per call, the largest output
 difference from eager, and what preparing each took.
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipelines.loading import BUNDLED_MODELS  # noqa: E402
-from pipelines.speed import compiled_module  # noqa: E402
+from pipelines.compiling import compiled_module  # noqa: E402
 
 ROWS = 16
 

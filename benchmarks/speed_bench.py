@@ -42,14 +42,14 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks import speed_report  # noqa: E402
+from benchmarks import speed_methods, speed_report  # noqa: E402
 from benchmarks.morph_bench import machine, plain_render  # noqa: E402
 from benchmarks.speed_methods import Method, methods  # noqa: E402
 from benchmarks.speed_unet import unet_rows  # noqa: E402
 from pipelines import metrics, threads  # noqa: E402
 from pipelines.loading import LoadedModel, load_model  # noqa: E402
 from pipelines.request import MorphRequest  # noqa: E402
-from pipelines.speed import COMPILE_CACHE_ENV  # noqa: E402
+from pipelines.compiling import COMPILE_CACHE_ENV  # noqa: E402
 
 PROMPTS = {"scenes": ("a sunset over the ocean", "a sunrise over mountains"),
            "shapes64": ("a red circle", "a blue square")}
@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"machine": machine(), "steps": args.steps, "repeats": args.repeats, "models": {}}
     for name in args.models:
         entry: dict[str, Any] = {"rows": bench_model(name, args)}
+        entry["lane_start_s"] = {("compiled" if compiled else "eager"): seconds
+                                 for (model, compiled), seconds in speed_methods.lane_start_s.items() if model == name}
         entry["unet"] = unet_rows(load_model(name).pipe.unet, compile_too=not args.no_compile)
         if not args.no_compile and not args.quick:
             with tempfile.TemporaryDirectory(prefix="speed-bench-cache-") as empty_cache:

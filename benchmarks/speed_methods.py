@@ -10,13 +10,15 @@ approximation costs (measured as PSNR against the exact frames):
 - `stock batched 4`: prompts encoded once, frames through the stock pipeline 4 at a
   time with `prompt_embeds=` and `latents=` (stable-diffusion-videos, diffusers'
   community walk pipelines);
-- `engine` with its exact speed-ups on or off, and its approximate modes.
+- `engine` with its exact speed-ups on or off (compiled; split over CPU lanes), and its
+  approximate modes.
 
 Used by `benchmarks/speed_bench.py` (CPU) and `benchmarks/gpu_bench.py` (CUDA).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -26,6 +28,7 @@ from PIL import Image
 from pipelines.engine import Morpher
 from pipelines.interpolate import interpolate
 from pipelines.keys import draw_noise, keys_for, uses_guidance
+from pipelines.lanes import lanes_for
 from pipelines.loading import LoadedModel
 from pipelines.request import MorphRequest
 from pipelines.speed import SpeedSettings
@@ -33,6 +36,7 @@ from pipelines.walks import ChainWalk
 
 PEER_BATCH = 4  # what stable-diffusion-videos and diffusers' community walk pipelines batch
 _morphers: dict[tuple, Morpher] = {}
+lane_start_s: dict[tuple, float] = {}  # (model name, compiled) -> seconds from starting lanes to their use
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ def engine(settings: SpeedSettings, speed: str = "exact", steps_scale: float = 1
             morpher = _morphers[(id(model), settings)] = Morpher(model, speed=settings)
             if morpher.accelerator.wanted():
                 morpher.accelerator.prepare()
+            _start_lanes(model, morpher)
         changed = replace(request, speed=speed, steps=max(1, round(request.steps * steps_scale)), batch_size=batch_size)
         # the frames alone: the manifest's extras (nearest prompts, path map) are not rendering
         return [frame.image for frame in morpher.frames(changed)]
@@ -139,10 +144,22 @@ def engine(settings: SpeedSettings, speed: str = "exact", steps_scale: float = 1
     return render
 
 
+def _start_lanes(model: LoadedModel, morpher: Morpher) -> None:
+    """Start the settings' lanes and wait for them (their start is timed, like a compile, not rendering)."""
+    accelerator = morpher.accelerator
+    began = time.perf_counter()
+    accelerator.start_lanes()
+    if accelerator.lanes is not None:
+        if not accelerator.lanes.ready.wait(600):
+            raise RuntimeError(f"lanes did not start: {accelerator.describe()}")
+        lane_start_s[(model.name, accelerator.lanes.compile)] = time.perf_counter() - began
+
+
 def methods(device: torch.device, compile_too: bool = True) -> list[Method]:
-    """Every method, baselines first; the engine's exact default, then its approximate modes."""
-    eager = SpeedSettings.for_device(device, compile="off")
-    compiled = SpeedSettings.for_device(device, compile="on")
+    """Every method, baselines first; the engine's exact speed-ups one by one, then its approximate modes."""
+    cores_lanes = lanes_for(device.type, heavy=False, asked=None)
+    eager = SpeedSettings.for_device(device, compile="off", lanes=1)
+    compiled = SpeedSettings.for_device(device, compile="on", lanes=1)
     found = [
         Method("stock per-frame", True, stock_per_frame, "one call per frame, prompts encoded per frame"),
         Method(f"stock batched {PEER_BATCH}", True, stock_batched, "what the peers do"),
@@ -153,10 +170,19 @@ def methods(device: torch.device, compile_too: bool = True) -> list[Method]:
     if compile_too:
         found.append(Method("engine, compiled", True, engine(compiled), "torch.compile of the UNet, the engine's batch"))
     best = compiled if compile_too else eager
-    suffix = ", compiled" if compile_too else ""
+    if cores_lanes > 1:
+        lanes = f"{cores_lanes} lanes"
+        found.append(Method(f"engine, eager, {lanes}", True, engine(replace(eager, lanes=cores_lanes)),
+                            "rows split over one process per core"))
+        best = replace(best, lanes=cores_lanes)
+        if compile_too:
+            found.append(Method(f"engine, compiled, {lanes}", True, engine(best), "compiled, and over the lanes"))
+            found.append(Method(f"engine, compiled, {lanes}, 16 a batch", True, engine(best, batch_size=16),
+                                "compiled, over the lanes, 16 frames a call"))
     found += [
         Method("deepcache-2", False, engine(best, "deepcache-2"), "deep features reused on 1 of 2 steps (eager UNet)"),
         Method("deepcache-3", False, engine(best, "deepcache-3"), "deep features reused on 2 of 3 steps (eager UNet)"),
-        Method(f"half the steps{suffix}", False, engine(best, steps_scale=0.5), "the model's own solver at half the steps"),
+        Method("half the steps", False, engine(best, steps_scale=0.5),
+               "the model's own solver at half the steps, exact speed-ups on"),
     ]
     return found

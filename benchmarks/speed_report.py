@@ -72,6 +72,14 @@ def compile_line(name: str, cost: dict | None) -> str:
             f"{cold['compile_s']:.0f} s, warm cache (a new process) {warm['compile_s']:.0f} s.")
 
 
+def lanes_line(started: dict | None) -> str:
+    if not started:
+        return ""
+    kinds = ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in sorted(started.items()))
+    return (f"Lanes' start (spawning the worker, its imports and UNet copy; compiled: and its compile, from the "
+            f"cache this run had warmed): {kinds}.")
+
+
 def markdown(result: dict) -> str:
     info = result["machine"]
     parts = [START, "## Speed at equal work", "",
@@ -83,8 +91,8 @@ def markdown(result: dict) -> str:
              table(["target", "measured", "met"], targets(result)), ""]
     for name, entry in result["models"].items():
         parts += [f"### {name}", "", morph_table(entry["rows"]), "", unet_table(entry["unet"]), ""]
-        line = compile_line(name, entry.get("compile_cost"))
-        parts += [line, ""] if line else []
+        for line in (compile_line(name, entry.get("compile_cost")), lanes_line(entry.get("lane_start_s"))):
+            parts += [line, ""] if line else []
     if result.get("sd15_block"):
         parts += ["### A real-size SD 1.5 UNet block", "", unet_table(result["sd15_block"]), ""]
     parts += [f"![Time per frame by method]({PLOT.relative_to(ROOT).as_posix()})", "", END]

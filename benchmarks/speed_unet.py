@@ -8,13 +8,15 @@ torch's `FlopCounterMode` (matmuls and convolutions; the rest is small). Used by
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipelines.speed import compiled_module
+from pipelines.compiling import compiled_module
+from pipelines.lanes import LanedUNet, Lanes, lanes_for
 
 ENGINE_ROWS = 16  # 8 frames a batch (the CPU default for these sizes), doubled by classifier-free guidance
 PEER_ROWS = 8  # the peers' 4 frames a batch
@@ -91,8 +93,27 @@ def unet_rows(unet: torch.nn.Module, compile_too: bool = True) -> list[dict]:
     networks = {f"eager, {PEER_ROWS} rows": unet, f"eager, {ENGINE_ROWS} rows": unet}
     if compile_too:
         networks[f"compiled, {ENGINE_ROWS} rows"] = compiled_module(unet, torch.device("cpu"))
-    rows_of = {name: int(name.split(", ")[1].split()[0]) for name in networks}
-    return report(_variants(networks, make_inputs, rows_of), "UNet")
+    lanes = _started_lanes(unet, compile_too)
+    if lanes is not None:
+        local = networks.get(f"compiled, {ENGINE_ROWS} rows", unet)
+        networks[f"{'compiled' if compile_too else 'eager'}, {lanes.count} lanes, {ENGINE_ROWS} rows"] = \
+            LanedUNet(local, lanes)
+    rows_of = {name: int(re.search(r"(\d+) rows", name).group(1)) for name in networks}
+    try:
+        return report(_variants(networks, make_inputs, rows_of), "UNet")
+    finally:
+        if lanes is not None:
+            lanes.close()
+
+
+def _started_lanes(unet: torch.nn.Module, compile_too: bool) -> Lanes | None:
+    """The engine's CPU lanes for this UNet (one process per core), started and ready; None on one core."""
+    count = lanes_for("cpu", heavy=False, asked=None)
+    if count < 2:
+        return None
+    lanes = Lanes(unet, count, compile=compile_too)
+    lanes.start_in_background().join()
+    return lanes if lanes.usable() else None
 
 
 def sd_block_rows(compile_too: bool = True) -> list[dict]:

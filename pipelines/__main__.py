@@ -28,7 +28,8 @@ from pipelines.limits import (
     request_limits,
 )
 from pipelines import threads
-from pipelines.speed import add_compile_flag
+from pipelines.lanes import add_lanes_flag
+from pipelines.compiling import add_compile_flag
 from pipelines.loading import BUNDLED_MODELS
 from pipelines.media import (
     SUPPORTED_SUFFIXES,
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     threads.add_threads_flag(parser)
     add_compile_flag(parser)
+    add_lanes_flag(parser)
     parser.add_argument(
         "--out", action="append", default=None, metavar="PATH",
         help=f"output file, format from the suffix ({', '.join(SUPPORTED_SUFFIXES)}; .png is the strip, "
@@ -225,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # e.g. a --model name too long for the file system
         return _fail(f"model {shown_path(args.model)}: {error.strerror}")
     # a repeated or re-timed morph renders only what is new (the frame cache)
-    morpher = Morpher(model, cache=default_frame_cache(), speed=SpeedSettings.for_device(model.device, args.compile))
+    morpher = Morpher(model, cache=default_frame_cache(), speed=SpeedSettings.for_device(model.device, args.compile, args.lanes))
     try:
         resolved = morpher.resolve(request)  # only checked: the manifest keeps the size as asked (None)
         check_pixels(resolved.width, resolved.height, limits)
@@ -234,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # compile only when this render pays the compile back (pipelines/speed.py)
     if morpher.accelerator.wanted_for(resolved):
         morpher.accelerator.prepare()
+    if morpher.accelerator.lanes_pay_for(resolved):  # started beside the render, used once ready
+        morpher.accelerator.start_lanes()
 
     # 3. render
     started = time.perf_counter()
@@ -262,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reused = f", {cost['cache_hits']} from the frame cache" if cost.get("cache_hits") else ""
     used = f", CPU threads: {governor.current} ({'fixed' if governor.fixed else 'auto'})" \
         if model.device.type == "cpu" and governor.current else ""
-    unet = f", {morpher.accelerator.describe()}" if morpher.accelerator.compiled is not None else ""
+    accelerated = morpher.accelerator.compiled is not None or morpher.accelerator.lanes is not None
+    unet = f", {morpher.accelerator.describe()}" if accelerated else ""
     print(f"{len(film.images)} frames in {time.perf_counter() - started:.1f} s with model {model.name}{reused}{used}{unet}",
           file=sys.stderr)
     return 0

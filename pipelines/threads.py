@@ -56,19 +56,44 @@ class CpuSample:
     own: int  # this process, all of its threads
 
 
+# Processes that work for this one (UNet lanes, pipelines/lanes.py): their CPU time counts as our own.
+_helper_pids: set[int] = set()
+
+
+def register_helper(pid: int) -> None:
+    _helper_pids.add(pid)
+
+
+def unregister_helper(pid: int) -> None:
+    """A helper is gone: its counters vanish with it, so the next look starts afresh."""
+    _helper_pids.discard(pid)
+    if _governor is not None:
+        _governor.last = read_sample()
+        _governor.current = None
+
+
 def read_sample(stat: Path = Path("/proc/stat"), own_stat: Path = Path("/proc/self/stat")) -> CpuSample | None:
     """The counters now, or None where the kernel does not offer them."""
     try:
         fields = stat.read_text().split("\n", 1)[0].split()[1:]
-        own_fields = own_stat.read_text().rsplit(")", 1)[1].split()
+        own = _process_ticks(own_stat)
     except (OSError, IndexError):
         return None
     ticks = [int(value) for value in fields]
     idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
     # guest time is already counted in user and nice: keep the first 8 fields only
     busy = sum(ticks[:8]) - idle
-    own = int(own_fields[11]) + int(own_fields[12])  # utime + stime (fields 14 and 15 of stat(5))
+    for pid in list(_helper_pids):
+        try:
+            own += _process_ticks(Path(f"/proc/{pid}/stat"))
+        except (OSError, IndexError):  # it has just exited
+            pass
     return CpuSample(time.monotonic(), busy, own)
+
+
+def _process_ticks(stat: Path) -> int:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15 of stat(5))
 
 
 def busy_elsewhere(before: CpuSample, after: CpuSample, ticks_per_s: float | None = None) -> float:

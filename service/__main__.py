@@ -54,7 +54,7 @@ def load_morphers(config: ServiceConfig) -> dict:
         model = load_model(resolved, device=config.device)
         if model.name in morphers:
             continue
-        morphers[model.name] = Morpher(model, cache=frame_cache, speed=SpeedSettings.for_device(model.device, config.compile))
+        morphers[model.name] = Morpher(model, cache=frame_cache, speed=SpeedSettings.for_device(model.device, config.compile, config.lanes))
         log.info("loaded %s on %s in %.1f s", model.name, model.device, time.perf_counter() - started)
     return morphers
 

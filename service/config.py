@@ -18,7 +18,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from pipelines.cache import DISK_BYTES
-from pipelines.speed import add_compile_flag
+from pipelines.lanes import add_lanes_flag
+from pipelines.compiling import add_compile_flag
 from pipelines.threads import add_threads_flag
 from service.backends import OPTION_FIELDS, BackendOptions
 from pipelines.limits import device_limits
@@ -52,6 +53,7 @@ class ServiceConfig:
     temp_dir: str = GRADIO_TEMP_PARENT  # this process makes its own folder for uploads and results in here
     threads: int | None = None  # torch's CPU threads; None = auto, the cores other processes leave free
     compile: str = "auto"  # torch.compile of the UNet: auto (where it pays), on, off (pipelines/speed.py)
+    lanes: int | None = None  # CPU worker processes a UNet call is split over; None: auto (pipelines/lanes.py)
 
 
 def _env(environ: Mapping[str, str], *names: str) -> str | None:
@@ -161,6 +163,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     add_threads_flag(parser, env)
     add_compile_flag(parser, env)
+    add_lanes_flag(parser, env)
     parser.add_argument(
         "--cache-minutes",
         type=int,
@@ -230,6 +233,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         temp_dir=args.temp_dir,
         threads=args.threads,
         compile=args.compile,
+        lanes=args.lanes,
     )
 
 

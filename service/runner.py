@@ -177,11 +177,14 @@ class Runner:
 
     def start_timing(self) -> None:
         """Time the local models in the background (see `service.speeds`), and compile the UNets that
-        pay for it (pipelines/speed.py): renders use the eager UNet until the compiled one is ready."""
+        pay for it and start their CPU lanes (pipelines/speed.py): renders use the eager UNet alone until
+        the compiled one and the lanes are ready."""
         for morpher in self.morphers.values():
             accelerator = getattr(morpher, "accelerator", None)  # a remote (Ray) model compiles on its replica
             if accelerator is not None and accelerator.compiled is None and accelerator.wanted():
                 accelerator.prepare_in_background()
+            if accelerator is not None:
+                accelerator.start_lanes()
         self.timing.start()
 
     @property

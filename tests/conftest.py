@@ -14,6 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The service and CLI tests run the eager UNet: compiling takes minutes on 2 cores (the compile path
 # has its own tests, tests/test_pipelines_speed.py).
 os.environ.setdefault("LATENT_MORPH_COMPILE", "off")
+os.environ.setdefault("LATENT_MORPH_LANES", "1")  # no worker processes unless a test asks for them
 
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402

@@ -18,7 +18,8 @@ from pipelines import metrics
 from pipelines.deepcache import DEEP_CACHE_INTERVALS, deep_blocks, deep_feature_cache
 from pipelines.engine import Morpher
 from pipelines.request import MorphRequest
-from pipelines.speed import COMPILE_CACHE_ENV, Accelerator, SpeedSettings, pays_to_compile
+from pipelines.compiling import COMPILE_CACHE_ENV, pays_to_compile
+from pipelines.speed import Accelerator, SpeedSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = MorphRequest(prompts=("a red circle", "a blue square"), seeds=(1, 2), frames=4, steps=4, size=(64, 64))
@@ -57,6 +58,7 @@ def test_a_second_process_compiles_from_the_on_disk_cache(two_compiling_processe
 
 def test_compile_settings_per_device_and_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LATENT_MORPH_COMPILE", raising=False)
+    monkeypatch.delenv("LATENT_MORPH_LANES", raising=False)
     assert SpeedSettings.for_device(torch.device("cpu")) == SpeedSettings(compile="auto", channels_last=False)
     assert SpeedSettings.for_device(torch.device("cuda")).channels_last
     assert SpeedSettings.for_device(torch.device("mps")).compile == "off"  # inductor does not target MPS

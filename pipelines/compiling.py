@@ -1,0 +1,91 @@
+"""torch.compile as the engine uses it: the flag, the on-disk cache, and when compiling pays.
+
+See pipelines/speed.py for where it is applied; the figures below are measured by
+`python -m benchmarks.speed_bench` (BENCHMARKS.md, "Speed at equal work").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI builds its flags before importing it
+    import torch
+
+COMPILE_MODES = ("auto", "on", "off")
+COMPILE_ENV = "LATENT_MORPH_COMPILE"  # auto | on | off, for surfaces without a flag (tests, replicas)
+COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # inductor's own variable; kept when someone set it
+# Measured by benchmarks/speed_bench.py on the 2-core CPU (BENCHMARKS.md "Speed at equal work"):
+# the compile's cost with an empty and with a warm on-disk cache (a bundled model, two batch
+# shapes), and the UNet time per row and denoising step it saves at 16 x 16 latents.
+CPU_COMPILE_COLD_S = 90.0  # measured 77 s (shapes64) and 88 s (scenes)
+CPU_COMPILE_WARM_S = 33.0  # measured 28 s and 33 s
+CPU_SAVED_S_PER_ROW_STEP = 0.0009  # measured 1.47 ms (shapes64) and 0.94 ms (scenes) a row, 16 rows a call
+LATENT_PIXELS_MEASURED = 16 * 16
+
+
+COMPILE_HELP = ("torch.compile the UNet: 'auto' does where it pays (a GPU; on a CPU the service, in the "
+                "background, and a CLI render long enough to pay the compile back), 'on' always, 'off' never")
+
+
+def add_compile_flag(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """`--compile auto|on|off`, its default from `LATENT_MORPH_COMPILE`: one flag for the CLI and the service."""
+    def mode(text: str) -> str:
+        if text.strip().lower() not in COMPILE_MODES:
+            raise argparse.ArgumentTypeError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {text!r}")
+        return text.strip().lower()
+
+    mode.__name__ = "compile"
+    env = os.environ if environ is None else environ
+    parser.add_argument("--compile", type=mode, default=(env.get(COMPILE_ENV) or "").strip() or "auto",
+                        metavar="auto|on|off", help=f"{COMPILE_HELP} ({COMPILE_ENV}; default auto)")
+
+
+def compile_cache_dir() -> Path:
+    """Where inductor keeps compiled kernels and graphs between processes: TORCHINDUCTOR_CACHE_DIR when
+    someone chose it, else a folder beside the frame cache (inductor's own default is in /tmp)."""
+    chosen = os.environ.get(COMPILE_CACHE_ENV)
+    if chosen and chosen != _inductor_default():
+        return Path(chosen)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "latent-morph" / "torch-compile"
+
+
+def _inductor_default() -> str | None:
+    """Inductor writes its default into the environment when it is first imported (diffusers imports it)."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # another torch layout: treat any value as chosen
+        return None
+    return default_cache_dir()
+
+
+def compiled_module(module: "torch.nn.Module", device: "torch.device") -> Any:
+    """`torch.compile` as the engine uses it (compiled on the first call, cached on disk)."""
+    import torch
+
+    os.environ[COMPILE_CACHE_ENV] = str(compile_cache_dir())
+    if device.type == "cuda":
+        return torch.compile(module, mode="max-autotune")
+    return torch.compile(module, options={"freezing": True})
+
+
+def pays_to_compile(row_steps: int, latent_pixels: int, cache_warm: bool | None = None) -> bool:
+    """Whether a CPU render of `row_steps` UNet rows x steps saves more than the compile costs."""
+    warm = compile_cache_dir().is_dir() and any(compile_cache_dir().iterdir()) if cache_warm is None else cache_warm
+    cost = CPU_COMPILE_WARM_S if warm else CPU_COMPILE_COLD_S
+    saved = row_steps * CPU_SAVED_S_PER_ROW_STEP * latent_pixels / LATENT_PIXELS_MEASURED
+    return CPU_SAVED_S_PER_ROW_STEP > 0 and saved > cost
+
+
+def sample_inputs_of(unet: Any, rows: int) -> tuple:
+    import torch
+
+    config = unet.config
+    side = config.sample_size
+    sample = torch.zeros(rows, config.in_channels, side, side, dtype=unet.dtype, device=unet.device)
+    context = torch.zeros(rows, 77, config.cross_attention_dim, dtype=unet.dtype, device=unet.device)
+    return sample, torch.tensor(500, device=unet.device), context

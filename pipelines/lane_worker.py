@@ -1,0 +1,63 @@
+"""The body of a lane worker process (pipelines/lanes.py): a UNet copy that answers row chunks.
+
+Kept apart from lanes.py so a spawned worker imports only what it needs (torch, the UNet's
+class, and the compile settings), not the engine.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def serve(connection: Any, unet_class: type, config: dict, state: dict, compile: bool, threads: int,
+          warm_rows: tuple[int, ...]) -> None:
+    """Build the UNet, say ready, then answer ("run", sample, timestep, context | None) until told to stop."""
+    try:
+        network = _build(unet_class, config, state, compile, threads, warm_rows)
+    except Exception as error:  # reported to the caller, which renders without lanes
+        connection.send(("error", f"{type(error).__name__}: {error}"))
+        return
+    connection.send(("ready", os.getpid()))
+    _answer(connection, network)
+
+
+def _build(unet_class: type, config: dict, state: dict, compile: bool, threads: int,
+           warm_rows: tuple[int, ...]) -> Any:
+    import torch
+
+    torch.set_num_threads(threads)
+    unet = unet_class.from_config(config).eval()
+    unet.load_state_dict(state)
+    if not compile:
+        return unet
+    from pipelines.compiling import compiled_module, sample_inputs_of
+
+    network = compiled_module(unet, torch.device("cpu"))
+    with torch.no_grad():
+        for rows in warm_rows:  # compile here, not on the caller's first split call
+            network(*sample_inputs_of(unet, rows))
+    return network
+
+
+def _answer(connection: Any, network: Any) -> None:
+    import torch
+
+    context = None
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):  # the caller went away
+            return
+        if message is None:
+            return
+        _, sample, timestep, sent_context = message
+        if sent_context is not None:
+            context = torch.from_numpy(sent_context)
+        try:
+            with torch.no_grad():
+                noise = network(torch.from_numpy(sample), torch.from_numpy(timestep), encoder_hidden_states=context,
+                                return_dict=False)[0]
+            connection.send(("ok", noise.numpy()))
+        except Exception as error:  # the caller computes these rows itself
+            connection.send(("error", f"{type(error).__name__}: {error}"))
