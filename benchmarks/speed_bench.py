@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     parser.add_argument("--no-sd-block", action="store_true", help="leave out the real-size SD 1.5 UNet block")
     parser.add_argument("--no-write", action="store_true", help="print only; write no file")
+    parser.add_argument("--report", action="store_true", help="only write the report again from the saved figures")
     parser.add_argument("--warm-compile", metavar="MODEL", help=argparse.SUPPRESS)  # the second process
     return parser.parse_args(argv)
 
@@ -160,6 +161,9 @@ def first_compiled_render(name: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        report(json.loads(JSON_PATH.read_text()), write=True)
+        return 0
     threads.configure(None)
     if args.warm_compile:
         print(json.dumps(first_compiled_render(args.warm_compile)))
@@ -182,12 +186,17 @@ def main(argv: list[str] | None = None) -> int:
 
         result["sd15_block"] = sd_block_rows(compile_too=not args.no_compile)
     result["seconds"] = time.perf_counter() - began
+    if not args.no_write:  # the figures first: the report can be made again from them (--report)
+        JSON_PATH.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    report(result, write=not args.no_write)
+    return 0
+
+
+def report(result: dict, write: bool) -> None:
     text = speed_report.markdown(result)
     print(text)
-    if not args.no_write:
-        JSON_PATH.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    if write:
         speed_report.write(result, text)
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,8 +27,10 @@ from PIL import Image
 
 from pipelines.engine import Morpher
 from pipelines.interpolate import interpolate
+from pipelines.compiling import OPENVINO
 from pipelines.keys import draw_noise, keys_for, uses_guidance
 from pipelines.lanes import lanes_for
+from pipelines.openvino_unet import openvino_available
 from pipelines.loading import LoadedModel
 from pipelines.request import MorphRequest
 from pipelines.speed import SpeedSettings
@@ -179,6 +181,9 @@ def methods(device: torch.device, compile_too: bool = True) -> list[Method]:
             found.append(Method(f"engine, compiled, {lanes}", True, engine(best), "compiled, and over the lanes"))
             found.append(Method(f"engine, compiled, {lanes}, 16 a batch", True, engine(best, batch_size=16),
                                 "compiled, over the lanes, 16 frames a call"))
+    if compile_too and device.type == "cpu" and openvino_available():  # the optional extra, when installed
+        found.append(Method("engine, OpenVINO", True, engine(SpeedSettings.for_device(device, compile=OPENVINO)),
+                            "the UNet run by OpenVINO, a stream per core"))
     found += [
         Method("deepcache-2", False, engine(best, "deepcache-2"), "deep features reused on 1 of 2 steps (eager UNet)"),
         Method("deepcache-3", False, engine(best, "deepcache-3"), "deep features reused on 2 of 3 steps (eager UNet)"),

@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipelines.compiling import compiled_module
 from pipelines.lanes import LanedUNet, Lanes, lanes_for
+from pipelines.openvino_unet import openvino_available, openvino_unet
 
 ENGINE_ROWS = 16  # 8 frames a batch (the CPU default for these sizes), doubled by classifier-free guidance
 PEER_ROWS = 8  # the peers' 4 frames a batch
@@ -98,6 +99,8 @@ def unet_rows(unet: torch.nn.Module, compile_too: bool = True) -> list[dict]:
         local = networks.get(f"compiled, {ENGINE_ROWS} rows", unet)
         networks[f"{'compiled' if compile_too else 'eager'}, {lanes.count} lanes, {ENGINE_ROWS} rows"] = \
             LanedUNet(local, lanes)
+    if compile_too and openvino_available():
+        networks[f"OpenVINO, {ENGINE_ROWS} rows"] = openvino_unet(unet, threads=torch.get_num_threads())
     rows_of = {name: int(re.search(r"(\d+) rows", name).group(1)) for name in networks}
     try:
         return report(_variants(networks, make_inputs, rows_of), "UNet")

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI builds its flags before importing it
     import torch
 
-COMPILE_MODES = ("auto", "on", "off")
-COMPILE_ENV = "LATENT_MORPH_COMPILE"  # auto | on | off, for surfaces without a flag (tests, replicas)
+OPENVINO = "openvino"  # the UNet converted and run by OpenVINO on the CPU (pipelines/openvino_unet.py)
+COMPILE_MODES = ("auto", "on", "off", OPENVINO)
+COMPILE_ENV = "LATENT_MORPH_COMPILE"  # auto | on | off | openvino, for surfaces without a flag (tests, replicas)
 COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # inductor's own variable; kept when someone set it
 # Measured by benchmarks/speed_bench.py on the 2-core CPU (BENCHMARKS.md "Speed at equal work"):
 # the compile's cost with an empty and with a warm on-disk cache (a bundled model, two batch
@@ -28,20 +29,27 @@ LATENT_PIXELS_MEASURED = 16 * 16
 
 
 COMPILE_HELP = ("torch.compile the UNet: 'auto' does where it pays (a GPU; on a CPU the service, in the "
-                "background, and a CLI render long enough to pay the compile back), 'on' always, 'off' never")
+                "background, and a CLI render long enough to pay the compile back), 'on' always, 'off' never; "
+                "'openvino' runs it with OpenVINO on the CPU (optional: pip install openvino)")
 
 
 def add_compile_flag(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
     """`--compile auto|on|off`, its default from `LATENT_MORPH_COMPILE`: one flag for the CLI and the service."""
     def mode(text: str) -> str:
-        if text.strip().lower() not in COMPILE_MODES:
+        chosen = text.strip().lower()
+        if chosen not in COMPILE_MODES:
             raise argparse.ArgumentTypeError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {text!r}")
-        return text.strip().lower()
+        if chosen == OPENVINO:
+            from pipelines.openvino_unet import OpenVINOUnavailable, openvino_available
+
+            if not openvino_available():
+                raise argparse.ArgumentTypeError(f"--compile openvino: {OpenVINOUnavailable()}")
+        return chosen
 
     mode.__name__ = "compile"
     env = os.environ if environ is None else environ
     parser.add_argument("--compile", type=mode, default=(env.get(COMPILE_ENV) or "").strip() or "auto",
-                        metavar="auto|on|off", help=f"{COMPILE_HELP} ({COMPILE_ENV}; default auto)")
+                        metavar="auto|on|off|openvino", help=f"{COMPILE_HELP} ({COMPILE_ENV}; default auto)")
 
 
 def compile_cache_dir() -> Path:
@@ -71,6 +79,18 @@ def compiled_module(module: "torch.nn.Module", device: "torch.device") -> Any:
     if device.type == "cuda":
         return torch.compile(module, mode="max-autotune")
     return torch.compile(module, options={"freezing": True})
+
+
+def accelerated_unet(unet: "torch.nn.Module", device: "torch.device", mode: str) -> Any:
+    """What renders in place of the eager UNet: OpenVINO's stand-in (`mode` openvino), else `torch.compile`'s."""
+    if mode == OPENVINO:
+        from pipelines.openvino_unet import openvino_unet
+        from pipelines.threads import usable_cores
+
+        if device.type != "cpu":
+            raise ValueError(f"--compile openvino runs the UNet on the CPU; this model is on {device.type}")
+        return openvino_unet(unet, threads=usable_cores())
+    return compiled_module(unet, device)
 
 
 def pays_to_compile(row_steps: int, latent_pixels: int, cache_warm: bool | None = None) -> bool:

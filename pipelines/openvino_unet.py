@@ -58,7 +58,7 @@ class OpenVINOUnavailable(RuntimeError):
 
 
 def _openvino() -> Any:
-    """The openvino module, imported on first use (it takes a second and 180 MB of the disk)."""
+    """The openvino module, imported on first use: it is optional, and takes a second to import."""
     try:
         import openvino
     except ImportError as error:

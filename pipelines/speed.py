@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from pipelines.compiling import (
-    COMPILE_CACHE_ENV, COMPILE_ENV, COMPILE_MODES, LATENT_PIXELS_MEASURED, compiled_module, pays_to_compile,
-    sample_inputs_of,
+    COMPILE_CACHE_ENV, COMPILE_ENV, COMPILE_MODES, LATENT_PIXELS_MEASURED, OPENVINO, accelerated_unet, compiled_module,
+    pays_to_compile, sample_inputs_of,
 )
 
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI builds its flags before importing it
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 class SpeedSettings:
     """Which exact speed-ups a loaded model renders with."""
 
-    compile: str = "auto"  # "auto" | "on" | "off"
+    compile: str = "auto"  # "auto" | "on" | "off" | "openvino"
     channels_last: bool = False
     lanes: int | None = None  # CPU lanes (pipelines/lanes.py); None: auto
 
@@ -91,16 +91,19 @@ class Accelerator:
             pipe.unet.to(memory_format=torch.channels_last)
 
     def describe(self) -> str:
+        kind = "OpenVINO" if self.settings.compile == OPENVINO else "compiled"
         if self.compiled is None:
             unet = "eager UNet"
         else:
-            unet = "compiled UNet" if self.ready.is_set() else "eager UNet (compiled one being built)"
+            unet = f"{kind} UNet" if self.ready.is_set() else f"eager UNet ({kind} one being built)"
         return unet if self.lanes is None else f"{unet}, {self.lanes.describe()}"
 
     def lanes_wanted(self) -> int:
         """CPU lanes for this model: the settings' count, or auto (one per core for light work)."""
         from pipelines.lanes import lanes_for
 
+        if self.settings.compile == OPENVINO:
+            return 1  # OpenVINO splits a call's rows over its own CPU streams
         return lanes_for(self.device.type, self._heavy(), self.settings.lanes)
 
     def start_lanes(self) -> None:
@@ -120,7 +123,7 @@ class Accelerator:
         """
         mode = self.settings.compile
         if mode != "auto":
-            return mode == "on"
+            return mode in ("on", OPENVINO)
         if self.device.type == "cuda":
             return True
         if self.device.type != "cpu" or self._heavy():
@@ -157,13 +160,14 @@ class Accelerator:
     def prepare(self) -> None:
         """Compile now: the first plain render after this pays the compile (the CLI's way)."""
         if self.compiled is None:
-            self.compiled = compiled_module(self.pipe.unet, self.device)
+            self.compiled = accelerated_unet(self.pipe.unet, self.device, self.settings.compile)
             self.ready.set()
 
     def prepare_in_background(self, sample_rows: tuple[int, ...] = (16, 4)) -> threading.Thread:
         """Compile on a thread with sample inputs of these batch sizes (the second makes the batch
         dimension dynamic: one more compile covers every batch); renders use the eager UNet until done."""
-        self.compiled = compiled_module(self.pipe.unet, self.device)
+        openvino = self.settings.compile == OPENVINO
+        self.compiled = None if openvino else compiled_module(self.pipe.unet, self.device)
         if self.pipe.unet.config.addition_embed_type is not None:  # SDXL's extra inputs: compiled on first use
             self.ready.set()
 
@@ -173,13 +177,15 @@ class Accelerator:
             if self.ready.is_set():
                 return
             try:
+                if openvino:  # converted here, off the start-up path (seconds; from its disk cache: under one)
+                    self.compiled = accelerated_unet(self.pipe.unet, self.device, OPENVINO)
                 for rows in sample_rows:
                     with torch.no_grad():
                         self.compiled(*sample_inputs(self.pipe, rows))
                 self.ready.set()
                 log.info("UNet compiled (cache: %s)", os.environ.get(COMPILE_CACHE_ENV))
             except Exception:  # a backend without a compiler keeps the eager UNet; the service goes on
-                log.exception("torch.compile failed; rendering with the eager UNet")
+                log.exception("preparing the UNet (%s) failed; rendering with the eager UNet", self.settings.compile)
                 self.compiled = None
 
         thread = threading.Thread(target=build, name="unet-compile", daemon=True)
@@ -195,7 +201,7 @@ class Accelerator:
         recompile it (tens of seconds) on the next plain render, and again after each.
         """
         unet = self.pipe.unet
-        if self.compiled is None:
+        if self.compiled is None or self.settings.compile == OPENVINO:  # nothing compiled from this module
             yield unet
             return
         if self._twin is None:
