@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 from benchmarks import speed_methods, speed_report  # noqa: E402
 from benchmarks.morph_bench import machine, plain_render  # noqa: E402
 from benchmarks.speed_methods import Method, methods  # noqa: E402
-from benchmarks.speed_unet import unet_rows  # noqa: E402
+from benchmarks.speed_unet import openvino_prepare_s, unet_rows  # noqa: E402
 from pipelines import metrics, threads  # noqa: E402
 from pipelines.loading import LoadedModel, load_model  # noqa: E402
 from pipelines.request import MorphRequest  # noqa: E402
@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         entry["lane_start_s"] = {("compiled" if compiled else "eager"): seconds
                                  for (model, compiled), seconds in speed_methods.lane_start_s.items() if model == name}
         entry["unet"] = unet_rows(load_model(name).pipe.unet, compile_too=not args.no_compile)
+        entry["openvino_prepare_s"] = None if args.no_compile else openvino_prepare_s(load_model(name).pipe.unet)
         if not args.no_compile and not args.quick:
             with tempfile.TemporaryDirectory(prefix="speed-bench-cache-") as empty_cache:
                 entry["compile_cost"] = compile_cost(name, empty_cache)

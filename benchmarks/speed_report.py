@@ -80,6 +80,13 @@ def lanes_line(started: dict | None) -> str:
             f"cache this run had warmed): {kinds}.")
 
 
+def openvino_line(prepared: dict | None) -> str:
+    if not prepared:
+        return ""
+    return (f"OpenVINO's preparation (convert and compile): {prepared['cold']:.1f} s with an empty cache, "
+            f"{prepared['warm']:.1f} s from the converted model an earlier process left on disk.")
+
+
 def markdown(result: dict) -> str:
     info = result["machine"]
     parts = [START, "## Speed at equal work", "",
@@ -91,7 +98,9 @@ def markdown(result: dict) -> str:
              table(["target", "measured", "met"], targets(result)), ""]
     for name, entry in result["models"].items():
         parts += [f"### {name}", "", morph_table(entry["rows"]), "", unet_table(entry["unet"]), ""]
-        for line in (compile_line(name, entry.get("compile_cost")), lanes_line(entry.get("lane_start_s"))):
+        lines = (compile_line(name, entry.get("compile_cost")), lanes_line(entry.get("lane_start_s")),
+                 openvino_line(entry.get("openvino_prepare_s")))
+        for line in lines:
             parts += [line, ""] if line else []
     if result.get("sd15_block"):
         parts += ["### A real-size SD 1.5 UNet block", "", unet_table(result["sd15_block"]), ""]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -107,6 +108,24 @@ def unet_rows(unet: torch.nn.Module, compile_too: bool = True) -> list[dict]:
     finally:
         if lanes is not None:
             lanes.close()
+
+
+def openvino_prepare_s(unet: torch.nn.Module) -> dict | None:
+    """Seconds to convert and compile the UNet for OpenVINO with an empty cache folder, then again from
+    the folder the first left (a second process's case); None without the optional package."""
+    if not openvino_available():
+        return None
+    import tempfile
+
+    from pipelines.openvino_unet import OpenVINOUNet
+
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="speed-bench-openvino-") as folder:
+        for label in ("cold", "warm"):
+            began = time.perf_counter()
+            OpenVINOUNet(unet, threads=torch.get_num_threads(), cache=Path(folder))
+            figures[label] = time.perf_counter() - began
+    return figures
 
 
 def _started_lanes(unet: torch.nn.Module, compile_too: bool) -> Lanes | None:
