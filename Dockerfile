@@ -24,8 +24,12 @@ WORKDIR /app
 
 # torch first, from its own index, so requirements.txt cannot pull a second (CUDA) build
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
-COPY requirements.txt .
+COPY requirements.txt requirements-openvino.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
+# the CPU image runs the bundled models' UNet with OpenVINO, the fastest exact CPU setting measured
+# (README: Speed settings); a GPU build leaves it out with --build-arg OPENVINO=0
+ARG OPENVINO=1
+RUN if [ "${OPENVINO}" = "1" ]; then pip install --no-cache-dir -r requirements-openvino.txt; fi
 
 # the code and the bundled models (pipelines/toy/scenes, the default, and shapes64); root-owned, read-only
 COPY pipelines ./pipelines

@@ -30,6 +30,7 @@ from pipelines.interpolate import interpolate
 from pipelines.compiling import OPENVINO
 from pipelines.keys import draw_noise, keys_for, uses_guidance
 from pipelines.lanes import lanes_for
+from pipelines.threads import usable_cores
 from pipelines.openvino_unet import openvino_available
 from pipelines.loading import LoadedModel
 from pipelines.request import MorphRequest
@@ -159,7 +160,7 @@ def _start_lanes(model: LoadedModel, morpher: Morpher) -> None:
 
 def methods(device: torch.device, compile_too: bool = True) -> list[Method]:
     """Every method, baselines first; the engine's exact speed-ups one by one, then its approximate modes."""
-    cores_lanes = lanes_for(device.type, heavy=False, asked=None)
+    cores_lanes = lanes_for(device.type, asked=usable_cores())  # one lane per core
     eager = SpeedSettings.for_device(device, compile="off", lanes=1)
     compiled = SpeedSettings.for_device(device, compile="on", lanes=1)
     found = [
@@ -174,13 +175,9 @@ def methods(device: torch.device, compile_too: bool = True) -> list[Method]:
     best = compiled if compile_too else eager
     if cores_lanes > 1:
         lanes = f"{cores_lanes} lanes"
-        found.append(Method(f"engine, eager, {lanes}", True, engine(replace(eager, lanes=cores_lanes)),
-                            "rows split over one process per core"))
-        best = replace(best, lanes=cores_lanes)
-        if compile_too:
-            found.append(Method(f"engine, compiled, {lanes}", True, engine(best), "compiled, and over the lanes"))
-            found.append(Method(f"engine, compiled, {lanes}, 16 a batch", True, engine(best, batch_size=16),
-                                "compiled, over the lanes, 16 frames a call"))
+        laned = replace(best, lanes=cores_lanes)
+        found.append(Method(f"engine, {'compiled' if compile_too else 'eager'}, {lanes}", True, engine(laned),
+                            "and each call's rows split over one process per core (--lanes)"))
     if compile_too and device.type == "cpu" and openvino_available():  # the optional extra, when installed
         found.append(Method("engine, OpenVINO", True, engine(SpeedSettings.for_device(device, compile=OPENVINO)),
                             "the UNet run by OpenVINO, a stream per core"))

@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipelines.compiling import compiled_module
 from pipelines.lanes import LanedUNet, Lanes, lanes_for
+from pipelines.threads import usable_cores
 from pipelines.openvino_unet import openvino_available, openvino_unet
 
 ENGINE_ROWS = 16  # 8 frames a batch (the CPU default for these sizes), doubled by classifier-free guidance
@@ -130,7 +131,7 @@ def openvino_prepare_s(unet: torch.nn.Module) -> dict | None:
 
 def _started_lanes(unet: torch.nn.Module, compile_too: bool) -> Lanes | None:
     """The engine's CPU lanes for this UNet (one process per core), started and ready; None on one core."""
-    count = lanes_for("cpu", heavy=False, asked=None)
+    count = lanes_for("cpu", asked=usable_cores())  # one lane per core
     if count < 2:
         return None
     lanes = Lanes(unet, count, compile=compile_too)

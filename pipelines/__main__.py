@@ -236,8 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # compile only when this render pays the compile back (pipelines/speed.py)
     if morpher.accelerator.wanted_for(resolved):
         morpher.accelerator.prepare()
-    if morpher.accelerator.lanes_pay_for(resolved):  # started beside the render, used once ready
-        morpher.accelerator.start_lanes()
+    morpher.accelerator.start_lanes()  # when asked for (--lanes): beside the render, used once ready
 
     # 3. render
     started = time.perf_counter()

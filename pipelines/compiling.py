@@ -26,6 +26,12 @@ CPU_COMPILE_COLD_S = 90.0  # measured 77 s (shapes64) and 88 s (scenes)
 CPU_COMPILE_WARM_S = 33.0  # measured 28 s and 33 s
 CPU_SAVED_S_PER_ROW_STEP = 0.0009  # measured 1.47 ms (shapes64) and 0.94 ms (scenes) a row, 16 rows a call
 LATENT_PIXELS_MEASURED = 16 * 16
+RECOMPILE_LIMIT = 64
+# OpenVINO's preparation (convert and compile; from the converted model on disk: load and compile,
+# plus importing openvino) and the UNet time per row and step it saves against the eager UNet.
+OPENVINO_PREPARE_COLD_S = 30.0  # measured 10 s (shapes64) and 28 s (scenes) on a loaded machine
+OPENVINO_PREPARE_WARM_S = 2.0  # measured 0.5-0.6 s, and about a second to import openvino
+OPENVINO_SAVED_S_PER_ROW_STEP = 0.003
 
 
 COMPILE_HELP = ("torch.compile the UNet: 'auto' does where it pays (a GPU; on a CPU the service, in the "
@@ -74,8 +80,13 @@ def _inductor_default() -> str | None:
 def compiled_module(module: "torch.nn.Module", device: "torch.device") -> Any:
     """`torch.compile` as the engine uses it (compiled on the first call, cached on disk)."""
     import torch
+    import torch._dynamo
 
     os.environ[COMPILE_CACHE_ENV] = str(compile_cache_dir())
+    # dynamo keeps at most `recompile_limit` graphs per code object, and every UNet of a class shares
+    # one forward: two models, each with a static and a dynamic batch graph (and diffusers' branch at
+    # 64 rows), used up the default of 8, after which new shapes silently ran eager
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     if device.type == "cuda":
         return torch.compile(module, mode="max-autotune")
     return torch.compile(module, options={"freezing": True})
@@ -91,6 +102,14 @@ def accelerated_unet(unet: "torch.nn.Module", device: "torch.device", mode: str)
             raise ValueError(f"--compile openvino runs the UNet on the CPU; this model is on {device.type}")
         return openvino_unet(unet, threads=usable_cores())
     return compiled_module(unet, device)
+
+
+def pays_to_convert(unet: Any, row_steps: int, latent_pixels: int) -> bool:
+    """Whether a CPU render of `row_steps` UNet rows x steps saves more than OpenVINO's preparation."""
+    from pipelines.openvino_unet import is_converted
+
+    cost = OPENVINO_PREPARE_WARM_S if is_converted(unet) else OPENVINO_PREPARE_COLD_S
+    return row_steps * OPENVINO_SAVED_S_PER_ROW_STEP * latent_pixels / LATENT_PIXELS_MEASURED > cost
 
 
 def pays_to_compile(row_steps: int, latent_pixels: int, cache_warm: bool | None = None) -> bool:

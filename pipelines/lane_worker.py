@@ -14,33 +14,34 @@ def serve(connection: Any, unet_class: type, config: dict, state: dict, compile:
           warm_rows: tuple[int, ...]) -> None:
     """Build the UNet, say ready, then answer ("run", sample, timestep, context | None) until told to stop."""
     try:
-        network = _build(unet_class, config, state, compile, threads, warm_rows)
+        unet, network = _build(unet_class, config, state, compile, threads, warm_rows)
     except Exception as error:  # reported to the caller, which renders without lanes
         connection.send(("error", f"{type(error).__name__}: {error}"))
         return
     connection.send(("ready", os.getpid()))
-    _answer(connection, network)
+    _answer(connection, unet, network)
 
 
 def _build(unet_class: type, config: dict, state: dict, compile: bool, threads: int,
-           warm_rows: tuple[int, ...]) -> Any:
+           warm_rows: tuple[int, ...]) -> tuple[Any, Any]:
+    """The eager UNet, and what answers calls: the UNet itself, or compiled and warmed up."""
     import torch
 
     torch.set_num_threads(threads)
     unet = unet_class.from_config(config).eval()
     unet.load_state_dict(state)
     if not compile:
-        return unet
+        return unet, unet
     from pipelines.compiling import compiled_module, sample_inputs_of
 
     network = compiled_module(unet, torch.device("cpu"))
     with torch.no_grad():
         for rows in warm_rows:  # compile here, not on the caller's first split call
             network(*sample_inputs_of(unet, rows))
-    return network
+    return unet, network
 
 
-def _answer(connection: Any, network: Any) -> None:
+def _answer(connection: Any, unet: Any, network: Any) -> None:
     import torch
 
     context = None
@@ -55,9 +56,24 @@ def _answer(connection: Any, network: Any) -> None:
         if sent_context is not None:
             context = torch.from_numpy(sent_context)
         try:
-            with torch.no_grad():
-                noise = network(torch.from_numpy(sample), torch.from_numpy(timestep), encoder_hidden_states=context,
-                                return_dict=False)[0]
+            noise = _noise(unet, network, torch.from_numpy(sample), torch.from_numpy(timestep), context)
             connection.send(("ok", noise.numpy()))
         except Exception as error:  # the caller computes these rows itself
             connection.send(("error", f"{type(error).__name__}: {error}"))
+
+
+def _noise(unet: Any, network: Any, sample: Any, timestep: Any, context: Any) -> Any:
+    """The compiled network's answer, or the eager UNet's when the compiled one would compile again
+    for these inputs: the caller waits on every lane, so a lane never stops for minutes to compile."""
+    import torch
+    from torch._dynamo import config as dynamo_config
+    from torch._dynamo.exc import RecompileError
+
+    with torch.no_grad():
+        if network is not unet:
+            try:
+                with dynamo_config.patch(error_on_recompile=True):
+                    return network(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
+            except RecompileError:
+                pass
+        return unet(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]

@@ -1,22 +1,27 @@
-"""Lanes: each UNet call's rows split over worker processes, one core each, computed at once.
+"""Lanes (opt-in, `--lanes N`): each UNet call's rows split over worker processes, a core each.
 
-Why: at the bundled models' sizes the UNet is thousands of small operations, and torch's
-intra-op threads scale poorly on them: a second thread made a 16-row call of the scenes
-UNet 1.48x faster, while two single-threaded processes, each with half of the rows or
-a call of its own, did 2.1x the work of one (measured side by side, `benchmarks/speed_bench.py`).
-Threads in one process cannot do the same: the Python side of the modules holds the GIL.
+Why they exist: torch's intra-op threads scale poorly on the bundled models' small
+operations. Two single-threaded processes, each running the eager UNet on 16 rows, did
+1.45x (scenes) and 1.52x (shapes64) the work of one process with two threads; threads
+in one process cannot do the same, since the modules' Python holds the GIL.
 
-So on a CPU the calling process is lane 0 and `lanes - 1` spawned workers hold a copy
-of the UNet (compiled like the caller's when compiling is on, from the same on-disk
-cache). The pipeline calls `LanedUNet` in place of its UNet: rows are cut into one
-chunk per lane, sent to the workers as arrays over pipes, computed at the same time as
-lane 0's chunk, and put back in order. Each row meets the same weights, so frames are
-the same but for float rounding (tested >= 40 dB, like compiling).
+Why they are off by default: in the engine each lane gets part of a call's rows
+(smaller matrices, less work per operation), and the compiled UNet uses two threads
+well, so on the 2-core machine lanes measured no faster than the compiled UNet alone
+(BENCHMARKS.md "Speed at equal work"). They are there for machines where one process's
+threads scale worse (many cores); that was not measured here.
 
-The lanes used by a call follow the thread policy (pipelines/threads.py): the CPU
-threads it grants the rendering thread now, one lane per `threads_per_lane` of them;
-with one core free the call runs in lane 0 alone. Workers' CPU time counts as this
-process's own there, so lanes do not mistake each other for a busy machine.
+The calling process is lane 0 and `lanes - 1` spawned workers hold a copy of the UNet
+(compiled like the caller's when compiling is on, from the same on-disk cache). The
+pipeline calls `LanedUNet` in place of its UNet: rows are cut into one chunk per lane,
+sent to the workers as arrays over pipes, computed at the same time as lane 0's chunk,
+and put back in order. Each row meets the same weights, so frames are the same but for
+float rounding (tested >= 40 dB, like compiling).
+
+The lanes a call uses follow the thread policy (pipelines/threads.py): one lane per
+thread it grants the rendering thread now; with one core free the call runs in lane 0
+alone. Workers' CPU time counts as this process's own there, so lanes do not mistake
+each other for a busy machine.
 """
 
 from __future__ import annotations
@@ -33,36 +38,28 @@ from pipelines import threads
 log = logging.getLogger(__name__)
 
 LANES_ENV = "LATENT_MORPH_LANES"
-AUTO = "auto"
-AUTO_MAX_LANES = 4  # only 2 cores were measured; beyond 4 lanes each gets several threads instead
+MAX_LANES = 64
 WARM_ROWS = (16, 4)  # two batch sizes, so a compiled worker's batch dimension is dynamic (as the caller's)
-# A CLI render starts lanes only when it outlasts their start by enough to gain (`lanes_pay`), from
-# figures measured on the quiet 2-core machine: a worker's start (spawn, imports, UNet copy), and
-# the eager UNet's time per row and step at 16 x 16 latents with 2 threads (the bundled models).
-LANES_START_S = 4.0
-CPU_S_PER_ROW_STEP = 0.005
-LATENT_PIXELS_MEASURED = 16 * 16
 
 
-def parse_lanes(text: str | int | None) -> int | None:
-    """`auto` (or empty) -> None; a whole number >= 1 -> that many lanes. ValueError names the bad value."""
-    if text is None or str(text).strip().lower() in ("", AUTO):
-        return None
+def parse_lanes(text: str | int | None) -> int:
+    """A whole number from 1 to MAX_LANES (empty or None: 1, no lanes). ValueError names the bad value."""
+    if text is None or str(text).strip() == "":
+        return 1
     value = str(text).strip()
-    if not value.isdigit() or not 1 <= int(value) <= 64:
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LANES:
         shown = value if len(value) <= 20 else value[:20] + "..."
-        raise ValueError(f"lanes must be 'auto' or a whole number from 1 to 64, got {shown!r}")
+        raise ValueError(f"lanes must be a whole number from 1 to {MAX_LANES}, got {shown!r}")
     return int(value)
 
 
-LANES_HELP = ("CPU worker processes a UNet call's rows are split over, one core each: 'auto' uses one per "
-              f"core (at most {AUTO_MAX_LANES}) for the small bundled models and none for real-size ones; "
-              "1 turns lanes off")
+LANES_HELP = ("CPU worker processes each UNet call's rows are split over, one core each (1: none; "
+              "measured no faster than the compiled UNet on 2 cores, see README 'Speed settings')")
 
 
 def add_lanes_flag(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
-    """`--lanes auto|N`, its default from `LATENT_MORPH_LANES`: one flag for the CLI and the service."""
-    def convert(text: str) -> int | None:
+    """`--lanes N`, its default from `LATENT_MORPH_LANES`: one flag for the CLI and the service."""
+    def convert(text: str) -> int:
         try:
             return parse_lanes(text)
         except ValueError as error:
@@ -70,27 +67,13 @@ def add_lanes_flag(parser: argparse.ArgumentParser, environ: Mapping[str, str] |
 
     convert.__name__ = "lanes"
     env = os.environ if environ is None else environ
-    parser.add_argument("--lanes", type=convert, default=(env.get(LANES_ENV) or "").strip() or AUTO,
-                        metavar="auto|N", help=f"{LANES_HELP} ({LANES_ENV}; default auto)")
+    parser.add_argument("--lanes", type=convert, default=(env.get(LANES_ENV) or "").strip() or "1",
+                        metavar="N", help=f"{LANES_HELP} ({LANES_ENV}; default 1)")
 
 
-def lanes_for(device_type: str, heavy: bool, asked: int | None, cores: int | None = None) -> int:
-    """How many lanes a model renders with: `asked` when given (on a CPU), else one per core for light work."""
-    if device_type != "cpu":
-        return 1  # one GPU runs one stream of work; MPS likewise
-    cores = cores or threads.usable_cores()
-    if asked is not None:
-        return max(1, asked)
-    if heavy:
-        return 1  # real-size UNets use their threads well (BENCHMARKS.md "Threads on a shared CPU")
-    return max(1, min(cores, AUTO_MAX_LANES))
-
-
-def lanes_pay(row_steps: int, latent_pixels: int) -> bool:
-    """Whether a render of `row_steps` UNet rows x steps lasts over twice the lanes' start, so the
-    lanes carry most of it (while they start, the render runs on the core they leave)."""
-    render_s = row_steps * CPU_S_PER_ROW_STEP * latent_pixels / LATENT_PIXELS_MEASURED
-    return render_s > 2 * LANES_START_S
+def lanes_for(device_type: str, asked: int) -> int:
+    """How many lanes a model renders with: as asked on a CPU; one elsewhere (a GPU runs one stream of work)."""
+    return max(1, asked) if device_type == "cpu" else 1
 
 
 def row_chunks(rows: int, lanes: int) -> list[tuple[int, int]]:

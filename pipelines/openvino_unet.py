@@ -130,6 +130,11 @@ def convert(unet: torch.nn.Module) -> Any:
                                 input=[(name, ov.PartialShape(shape), ov.Type.f32) for name, shape in shapes])
 
 
+def is_converted(unet: torch.nn.Module, cache: Path | None = None) -> bool:
+    """Whether an earlier process left this UNet's converted model on disk (preparing is then quick)."""
+    return (((cache or cache_dir()) / unet_key(unet, _openvino().__version__)) / IR_NAME).is_file()
+
+
 def converted_path(unet: torch.nn.Module, cache: Path | None = None) -> Path:
     """The converted UNet's IR file, converted and saved on first use (written atomically)."""
     ov = _openvino()

@@ -11,18 +11,18 @@ A render's time is the UNet's (over 90% of it). What pays, measured by
   the service compiles in the background after it starts and switches to the
   compiled UNet when it is ready; the CLI compiles only when the render is long
   enough to pay the compile back (`pays_to_compile` in pipelines/compiling.py, from the measured break-even).
-- **lanes** on a CPU (pipelines/lanes.py): each UNet call's rows split over one worker
-  process per core, for the small bundled models whose operations two threads of one
-  process use poorly.
+- **OpenVINO** on a CPU, when the optional package is installed: `auto` converts the
+  bundled models' UNet (pipelines/openvino_unet.py), the fastest exact setting measured
+  there; without it, torch.compile as above.
 - **channels_last** on CUDA (the usual tensor-core layout); on this CPU it measured no
   better than the default layout once compiled, so the CPU keeps the default.
 - the thread policy (pipelines/threads.py).
 
-Measured and not kept: lanes as threads of one process (the modules' Python holds the
-GIL: no faster than two intra-op threads), inductor's C++ wrapper and fused QKV on the
-CPU (no gain beyond noise), classic attention instead of SDPA (slower or equal).
-OpenVINO (`benchmarks/openvino_probe.py`) ties inductor on the scenes UNet and beats it
-by 1.2x on shapes64; it is a 180 MB runtime and is not a backend of the engine yet.
+Measured and not on by default: lanes (pipelines/lanes.py, `--lanes N`: rows split over
+worker processes; no faster than the compiled UNet on 2 cores). Measured and not kept:
+lanes as threads of one process (the modules' Python holds the GIL), inductor's C++
+wrapper and fused QKV on the CPU (no gain beyond noise), classic attention instead of
+SDPA (slower or equal).
 
 Everything here keeps keyframes exact (>= 40 dB against plain renders: tested). It
 applies to plain-attention renders; attention interpolation and the deep-feature
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from pipelines.compiling import (
     COMPILE_CACHE_ENV, COMPILE_ENV, COMPILE_MODES, LATENT_PIXELS_MEASURED, OPENVINO, accelerated_unet, compiled_module,
-    pays_to_compile, sample_inputs_of,
+    pays_to_compile, pays_to_convert, sample_inputs_of,
 )
 
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI builds its flags before importing it
@@ -56,7 +56,7 @@ class SpeedSettings:
 
     compile: str = "auto"  # "auto" | "on" | "off" | "openvino"
     channels_last: bool = False
-    lanes: int | None = None  # CPU lanes (pipelines/lanes.py); None: auto
+    lanes: int = 1  # CPU lanes (pipelines/lanes.py): opt-in
 
     @classmethod
     def for_device(cls, device: "torch.device", compile: str | None = None,
@@ -81,6 +81,7 @@ class Accelerator:
         self.pipe = pipe
         self.device = device
         self.settings = settings or SpeedSettings.for_device(device)
+        self.mode = self._mode()  # the settings' compile mode, with auto resolved to OpenVINO where it wins
         self.compiled: Any = None
         self.lanes: Any = None  # pipelines.lanes.Lanes, once started
         self._twin: Any = None  # the eager UNet for processors and hooks, once there is a compiled one (hookable)
@@ -91,7 +92,7 @@ class Accelerator:
             pipe.unet.to(memory_format=torch.channels_last)
 
     def describe(self) -> str:
-        kind = "OpenVINO" if self.settings.compile == OPENVINO else "compiled"
+        kind = "OpenVINO" if self.mode == OPENVINO else "compiled"
         if self.compiled is None:
             unet = "eager UNet"
         else:
@@ -99,12 +100,12 @@ class Accelerator:
         return unet if self.lanes is None else f"{unet}, {self.lanes.describe()}"
 
     def lanes_wanted(self) -> int:
-        """CPU lanes for this model: the settings' count, or auto (one per core for light work)."""
+        """CPU lanes for this model: as the settings ask, on a CPU."""
         from pipelines.lanes import lanes_for
 
-        if self.settings.compile == OPENVINO:
+        if self.mode == OPENVINO:
             return 1  # OpenVINO splits a call's rows over its own CPU streams
-        return lanes_for(self.device.type, self._heavy(), self.settings.lanes)
+        return lanes_for(self.device.type, self.settings.lanes)
 
     def start_lanes(self) -> None:
         """Start the lane workers in the background (compiled like this process's UNet when it is compiled);
@@ -124,11 +125,23 @@ class Accelerator:
         mode = self.settings.compile
         if mode != "auto":
             return mode in ("on", OPENVINO)
+        if self.mode == OPENVINO:
+            return row_steps is None or pays_to_convert(self.pipe.unet, row_steps, latent_pixels)
         if self.device.type == "cuda":
             return True
         if self.device.type != "cpu" or self._heavy():
             return False  # measured: a real-size SD 1.5 block gained 0-12% on a CPU, against minutes of compiling
         return row_steps is None or pays_to_compile(row_steps, latent_pixels)
+
+    def _mode(self) -> str:
+        """`auto` on a CPU runs the bundled models' UNet with OpenVINO when it is installed (measured
+        the fastest exact setting there, BENCHMARKS.md "Speed at equal work"), else as the settings say."""
+        from pipelines.openvino_unet import openvino_available
+
+        auto = self.settings.compile == "auto"
+        if auto and self.device.type == "cpu" and not self._heavy() and openvino_available():
+            return OPENVINO
+        return self.settings.compile
 
     def _heavy(self) -> bool:
         from pipelines.threads import is_heavy
@@ -139,12 +152,6 @@ class Accelerator:
     def wanted_for(self, request: Any) -> bool:
         """`wanted` for one resolved request's work (the CLI's choice)."""
         return self.wanted(*self._work(request))
-
-    def lanes_pay_for(self, request: Any) -> bool:
-        """Whether a CLI render is long enough to start lanes beside it (pipelines/lanes.py)."""
-        from pipelines.lanes import lanes_pay
-
-        return self.lanes_wanted() > 1 and lanes_pay(*self._work(request))
 
     def _work(self, request: Any) -> tuple[int, int]:
         """UNet rows x steps at most (even spacing denoises up to twice the frames; guidance doubles
@@ -160,13 +167,13 @@ class Accelerator:
     def prepare(self) -> None:
         """Compile now: the first plain render after this pays the compile (the CLI's way)."""
         if self.compiled is None:
-            self.compiled = accelerated_unet(self.pipe.unet, self.device, self.settings.compile)
+            self.compiled = accelerated_unet(self.pipe.unet, self.device, self.mode)
             self.ready.set()
 
     def prepare_in_background(self, sample_rows: tuple[int, ...] = (16, 4)) -> threading.Thread:
         """Compile on a thread with sample inputs of these batch sizes (the second makes the batch
         dimension dynamic: one more compile covers every batch); renders use the eager UNet until done."""
-        openvino = self.settings.compile == OPENVINO
+        openvino = self.mode == OPENVINO
         self.compiled = None if openvino else compiled_module(self.pipe.unet, self.device)
         if self.pipe.unet.config.addition_embed_type is not None:  # SDXL's extra inputs: compiled on first use
             self.ready.set()
@@ -185,7 +192,7 @@ class Accelerator:
                 self.ready.set()
                 log.info("UNet compiled (cache: %s)", os.environ.get(COMPILE_CACHE_ENV))
             except Exception:  # a backend without a compiler keeps the eager UNet; the service goes on
-                log.exception("preparing the UNet (%s) failed; rendering with the eager UNet", self.settings.compile)
+                log.exception("preparing the UNet (%s) failed; rendering with the eager UNet", self.mode)
                 self.compiled = None
 
         thread = threading.Thread(target=build, name="unet-compile", daemon=True)
@@ -201,7 +208,7 @@ class Accelerator:
         recompile it (tens of seconds) on the next plain render, and again after each.
         """
         unet = self.pipe.unet
-        if self.compiled is None or self.settings.compile == OPENVINO:  # nothing compiled from this module
+        if self.compiled is None or self.mode == OPENVINO:  # nothing compiled from this module
             yield unet
             return
         if self._twin is None:

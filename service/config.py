@@ -53,7 +53,7 @@ class ServiceConfig:
     temp_dir: str = GRADIO_TEMP_PARENT  # this process makes its own folder for uploads and results in here
     threads: int | None = None  # torch's CPU threads; None = auto, the cores other processes leave free
     compile: str = "auto"  # torch.compile of the UNet: auto (where it pays), on, off (pipelines/speed.py)
-    lanes: int | None = None  # CPU worker processes a UNet call is split over; None: auto (pipelines/lanes.py)
+    lanes: int = 1  # CPU worker processes a UNet call is split over: opt-in (pipelines/lanes.py)
 
 
 def _env(environ: Mapping[str, str], *names: str) -> str | None:

@@ -17,7 +17,7 @@ import torch
 from pipelines import metrics, threads
 from pipelines.engine import Morpher
 from pipelines.lanes import (
-    LanedUNet, Lanes, add_lanes_flag, lanes_for, lanes_pay, parse_lanes, row_chunks,
+    LanedUNet, Lanes, add_lanes_flag, lanes_for, parse_lanes, row_chunks,
 )
 from pipelines.request import MorphRequest
 from pipelines.speed import SpeedSettings
@@ -36,35 +36,28 @@ def test_rows_are_cut_into_near_equal_contiguous_chunks() -> None:
 
 
 def test_lanes_setting_parses_and_names_a_bad_value() -> None:
-    assert parse_lanes("auto") is None and parse_lanes(None) is None and parse_lanes(" 3 ") == 3
-    for bad in ("0", "two", "-1", "65"):
-        with pytest.raises(ValueError, match=f"lanes must be 'auto' or a whole number from 1 to 64, got '{bad}'"):
+    assert parse_lanes(None) == 1 and parse_lanes("") == 1 and parse_lanes(" 3 ") == 3
+    for bad in ("0", "two", "-1", "65", "auto"):
+        with pytest.raises(ValueError, match=f"lanes must be a whole number from 1 to 64, got '{bad}'"):
             parse_lanes(bad)
     parser = argparse.ArgumentParser()
     add_lanes_flag(parser, environ={"LATENT_MORPH_LANES": "2"})
     assert parser.parse_args([]).lanes == 2
-    assert parser.parse_args(["--lanes", "auto"]).lanes is None
+    assert parser.parse_args(["--lanes", "1"]).lanes == 1
+    add_lanes_flag(quiet := argparse.ArgumentParser(), environ={})
+    assert quiet.parse_args([]).lanes == 1  # off unless asked for
 
 
-def test_auto_lanes_one_per_core_for_light_work_on_a_cpu_only() -> None:
-    assert lanes_for("cpu", heavy=False, asked=None, cores=2) == 2
-    assert lanes_for("cpu", heavy=False, asked=None, cores=32) == 4  # then each lane would take several threads
-    assert lanes_for("cpu", heavy=True, asked=None, cores=2) == 1  # real-size UNets use their threads well
-    assert lanes_for("cpu", heavy=True, asked=3, cores=2) == 3
-    assert lanes_for("cuda", heavy=False, asked=None, cores=8) == 1
-    assert lanes_for("mps", heavy=False, asked=2, cores=8) == 1
-
-
-def test_only_a_long_cli_render_starts_lanes() -> None:
-    assert not lanes_pay(row_steps=2 * 16 * 20, latent_pixels=16 * 16)  # the README's 16-frame morph
-    assert lanes_pay(row_steps=2 * 256 * 20, latent_pixels=16 * 16)
+def test_lanes_only_on_a_cpu() -> None:
+    assert lanes_for("cpu", asked=2) == 2 and lanes_for("cpu", asked=1) == 1
+    assert lanes_for("cuda", asked=4) == 1 and lanes_for("mps", asked=2) == 1
 
 
 def test_settings_read_lanes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LATENT_MORPH_LANES", "3")
     assert SpeedSettings.for_device(torch.device("cpu")).lanes == 3
     monkeypatch.delenv("LATENT_MORPH_LANES")
-    assert SpeedSettings.for_device(torch.device("cpu")).lanes is None
+    assert SpeedSettings.for_device(torch.device("cpu")).lanes == 1
     assert SpeedSettings.for_device(torch.device("cpu"), lanes="2").lanes == 2
 
 
@@ -200,3 +193,19 @@ def test_a_helper_process_cpu_time_counts_as_this_process_own(monkeypatch: pytes
     finally:
         burner.kill()
         burner.wait()
+
+
+def test_a_compiled_worker_answers_with_its_eager_unet_rather_than_compile_again(tiny_model) -> None:
+    from torch._dynamo.exc import RecompileError
+
+    from pipelines.lane_worker import _noise
+
+    unet = tiny_model.pipe.unet
+
+    def would_recompile(*args, **kwargs):
+        raise RecompileError("new shape")
+
+    sample, timestep, context = unet_inputs(unet, 3)
+    with torch.no_grad():
+        expected = unet(sample, timestep, encoder_hidden_states=context).sample
+    torch.testing.assert_close(_noise(unet, would_recompile, sample, timestep, context), expected)

@@ -33,6 +33,29 @@ def test_openvino_runs_on_the_cpu_only(tiny_model) -> None:
         compiling.accelerated_unet(tiny_model.pipe.unet, torch.device("cuda"), compiling.OPENVINO)
 
 
+def test_auto_picks_openvino_on_a_cpu_when_it_is_installed(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.speed import Accelerator
+
+    pipe = tiny_model.pipe
+    monkeypatch.setattr("pipelines.openvino_unet.openvino_available", lambda: True)
+    assert Accelerator(pipe, torch.device("cpu"), SpeedSettings(compile="auto")).mode == compiling.OPENVINO
+    assert Accelerator(pipe, torch.device("cpu"), SpeedSettings(compile="on")).mode == "on"  # asked: torch.compile
+    assert Accelerator(pipe, torch.device("cuda"), SpeedSettings(compile="auto")).mode == "auto"
+    monkeypatch.setattr("pipelines.openvino_unet.openvino_available", lambda: False)
+    assert Accelerator(pipe, torch.device("cpu"), SpeedSettings(compile="auto")).mode == "auto"
+
+
+def test_a_cli_render_converts_only_when_it_pays(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    unet = tiny_model.pipe.unet
+    monkeypatch.setattr("pipelines.openvino_unet.is_converted", lambda unet: True)
+    readme_morph = 2 * 16 * 20  # rows x steps of the README's 16-frame morph
+    assert compiling.pays_to_convert(unet, readme_morph, 16 * 16)  # from the disk: quick
+    assert not compiling.pays_to_convert(unet, 2 * 2 * 4, 16 * 16)
+    monkeypatch.setattr("pipelines.openvino_unet.is_converted", lambda unet: False)
+    assert not compiling.pays_to_convert(unet, readme_morph, 16 * 16)  # converting first costs more
+    assert compiling.pays_to_convert(unet, 100 * readme_morph, 16 * 16)
+
+
 def test_a_morph_on_openvino_has_the_eager_frames(tiny_model, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("openvino")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # its converted model goes to a fresh cache

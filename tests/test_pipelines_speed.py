@@ -59,7 +59,7 @@ def test_a_second_process_compiles_from_the_on_disk_cache(two_compiling_processe
 def test_compile_settings_per_device_and_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LATENT_MORPH_COMPILE", raising=False)
     monkeypatch.delenv("LATENT_MORPH_LANES", raising=False)
-    assert SpeedSettings.for_device(torch.device("cpu")) == SpeedSettings(compile="auto", channels_last=False)
+    assert SpeedSettings.for_device(torch.device("cpu")) == SpeedSettings(compile="auto", channels_last=False, lanes=1)
     assert SpeedSettings.for_device(torch.device("cuda")).channels_last
     assert SpeedSettings.for_device(torch.device("mps")).compile == "off"  # inductor does not target MPS
     monkeypatch.setenv("LATENT_MORPH_COMPILE", "on")
