@@ -48,12 +48,12 @@ def test_auto_picks_openvino_on_a_cpu_when_it_is_installed(tiny_model, monkeypat
 def test_a_cli_render_converts_only_when_it_pays(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
     unet = tiny_model.pipe.unet
     monkeypatch.setattr("pipelines.openvino_unet.is_converted", lambda unet: True)
-    readme_morph = 2 * 16 * 20  # rows x steps of the README's 16-frame morph
-    assert compiling.pays_to_convert(unet, readme_morph, 16 * 16)  # from the disk: quick
+    morph_32 = 2 * 32 * 20  # rows x steps of a 32-frame morph (the CPU's frame limit)
+    assert compiling.pays_to_convert(unet, morph_32, 16 * 16)  # from the disk: quick
     assert not compiling.pays_to_convert(unet, 2 * 2 * 4, 16 * 16)
     monkeypatch.setattr("pipelines.openvino_unet.is_converted", lambda unet: False)
-    assert not compiling.pays_to_convert(unet, readme_morph, 16 * 16)  # converting first costs more
-    assert compiling.pays_to_convert(unet, 100 * readme_morph, 16 * 16)
+    assert not compiling.pays_to_convert(unet, morph_32, 16 * 16)  # converting first costs more
+    assert compiling.pays_to_convert(unet, 100 * morph_32, 16 * 16)
 
 
 def test_a_morph_on_openvino_has_the_eager_frames(tiny_model, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
