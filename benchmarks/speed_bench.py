@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         entry: dict[str, Any] = {"rows": bench_model(name, args)}
         entry["lane_start_s"] = {("compiled" if compiled else "eager"): seconds
-                                 for (model, compiled), seconds in speed_methods.lane_start_s.items() if model == name}
+                                 for (model, compiled), seconds in speed_methods.lane_start_s.items()
+                                 if model.split(":")[-1] == name}  # the loaded model is "bundled:<name>"
         entry["unet"] = unet_rows(load_model(name).pipe.unet, compile_too=not args.no_compile)
         entry["openvino_prepare_s"] = None if args.no_compile else openvino_prepare_s(load_model(name).pipe.unet)
         if not args.no_compile and not args.quick:

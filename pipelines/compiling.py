@@ -22,8 +22,8 @@ COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # inductor's own variable; kept w
 # Measured by benchmarks/speed_bench.py on the 2-core CPU (BENCHMARKS.md "Speed at equal work"):
 # the compile's cost with an empty and with a warm on-disk cache (a bundled model, two batch
 # shapes), and the UNet time per row and denoising step it saves at 16 x 16 latents.
-CPU_COMPILE_COLD_S = 90.0  # measured 77 s (shapes64) and 88 s (scenes)
-CPU_COMPILE_WARM_S = 33.0  # measured 28 s and 33 s
+CPU_COMPILE_COLD_S = 180.0  # measured 77-181 s (shapes64) and 88-95 s (scenes) over two runs
+CPU_COMPILE_WARM_S = 33.0  # measured 28-29 s and 29-33 s
 CPU_SAVED_S_PER_ROW_STEP = 0.0009  # measured 1.47 ms (shapes64) and 0.94 ms (scenes) a row, 16 rows a call
 LATENT_PIXELS_MEASURED = 16 * 16
 RECOMPILE_LIMIT = 64
