@@ -187,6 +187,7 @@ class Lanes:
 
     def close(self) -> None:
         for process, connection in self.workers:
+            threads.unregister_helper(process.pid)
             try:
                 connection.send(None)
                 connection.close()
@@ -195,7 +196,6 @@ class Lanes:
             process.join(timeout=2)
             if process.is_alive():
                 process.terminate()
-            threads.unregister_helper(process.pid)
         self.workers = []
 
 

@@ -18,7 +18,8 @@ from pipelines.threads import CpuSample, ThreadGovernor, busy_elsewhere, parse_t
 
 
 @pytest.fixture(autouse=True)
-def torch_threads_restored():
+def torch_threads_restored(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(threads, "_helper_pids", set())  # no lane worker of another test counts here
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
