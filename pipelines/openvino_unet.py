@@ -218,7 +218,7 @@ class OpenVINOUNet:
         self.compiled = core.compile_model(str(self.path), "CPU",
                                            compile_config(self.threads, self.streams, cache))
         self._requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
-        self._lock = threading.Lock()  # the infer requests hold their buffers between start and wait
+        self._lock = _RUN_LOCK  # the infer requests hold their buffers between start and wait
 
     def __getattr__(self, name: str) -> Any:
         unet = self.__dict__.get("unet")
@@ -261,6 +261,12 @@ class OpenVINOUNet:
             for request in self._requests[:len(parts)]:
                 request.wait()
             return np.concatenate([request.get_output_tensor(0).data for request in self._requests[:len(parts)]])
+
+
+# One OpenVINO call at a time in a process: two models' requests started at once from two threads
+# (a service's background preparation of both bundled models) hung the process. Each call already
+# uses every core, so running them one after the other loses nothing.
+_RUN_LOCK = threading.Lock()
 
 
 def openvino_unet(unet: torch.nn.Module, threads: int, streams: int | None = None) -> OpenVINOUNet:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from pipelines.compiling import (
-    COMPILE_CACHE_ENV, COMPILE_ENV, COMPILE_MODES, LATENT_PIXELS_MEASURED, OPENVINO, accelerated_unet, compiled_module,
+    COMPILE_ENV, COMPILE_MODES, LATENT_PIXELS_MEASURED, OPENVINO, accelerated_unet, compiled_module,
     pays_to_compile, pays_to_convert, sample_inputs_of,
 )
 
@@ -48,6 +48,8 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI builds its flag
     import torch
 
 log = logging.getLogger(__name__)
+# `auto` picks OpenVINO on a CPU when the optional package is installed (see Accelerator._mode)
+AUTO_OPENVINO = True
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ class Accelerator:
         from pipelines.openvino_unet import openvino_available
 
         auto = self.settings.compile == "auto"
-        if auto and self.device.type == "cpu" and not self._heavy() and openvino_available():
+        if auto and self.device.type == "cpu" and not self._heavy() and openvino_available() and AUTO_OPENVINO:
             return OPENVINO
         return self.settings.compile
 
@@ -190,7 +192,7 @@ class Accelerator:
                     with torch.no_grad():
                         self.compiled(*sample_inputs(self.pipe, rows))
                 self.ready.set()
-                log.info("UNet compiled (cache: %s)", os.environ.get(COMPILE_CACHE_ENV))
+                log.info("UNet ready: %s", self.describe())
             except Exception:  # a backend without a compiler keeps the eager UNet; the service goes on
                 log.exception("preparing the UNet (%s) failed; rendering with the eager UNet", self.mode)
                 self.compiled = None
