@@ -192,3 +192,23 @@ def test_unavailable_says_how_to_install(unet, monkeypatch: pytest.MonkeyPatch) 
     assert openvino_available() is False
     with pytest.raises(OpenVINOUnavailable, match="pip install openvino"):
         openvino_unet(unet, threads=1)
+
+
+def test_two_stand_ins_called_at_once_from_two_threads_both_answer(unet, one_stream, two_streams) -> None:
+    import threading
+
+    sample, context = inputs(unet, 8)
+    answers: dict[str, torch.Tensor] = {}
+
+    def call(name: str, stand_in: OpenVINOUNet) -> None:
+        for _ in range(3):
+            answers[name] = stand_in(sample, torch.tensor(500), context, return_dict=False)[0]
+
+    workers = [threading.Thread(target=call, args=(name, stand_in), daemon=True)
+               for name, stand_in in (("one", one_stream), ("two", two_streams))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert not any(worker.is_alive() for worker in workers)  # no hang (two models prepared at once did)
+    torch.testing.assert_close(answers["one"], answers["two"], rtol=TOLERANCE, atol=TOLERANCE)
