@@ -24,19 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.loading import BUNDLED_MODELS  # noqa: E402
 from pipelines.compiling import compiled_module  # noqa: E402
+from pipelines.openvino_unet import PlainUNet  # noqa: E402
 
 ROWS = 16
-
-
-class PlainUNet(torch.nn.Module):
-    """The UNet as a function of plain tensors, which `openvino.convert_model` traces."""
-
-    def __init__(self, unet: torch.nn.Module) -> None:
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return self.unet(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
 
 
 def best_ms(call, rounds: int = 5, calls: int = 3) -> list[float]:

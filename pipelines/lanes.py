@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -59,16 +58,7 @@ LANES_HELP = ("CPU worker processes each UNet call's rows are split over, one co
 
 def add_lanes_flag(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
     """`--lanes N`, its default from `LATENT_MORPH_LANES`: one flag for the CLI and the service."""
-    def convert(text: str) -> int:
-        try:
-            return parse_lanes(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    convert.__name__ = "lanes"
-    env = os.environ if environ is None else environ
-    parser.add_argument("--lanes", type=convert, default=(env.get(LANES_ENV) or "").strip() or "1",
-                        metavar="N", help=f"{LANES_HELP} ({LANES_ENV}; default 1)")
+    threads.add_env_flag(parser, "lanes", parse_lanes, LANES_ENV, "1", "N", LANES_HELP, environ)
 
 
 def lanes_for(device_type: str, asked: int) -> int:

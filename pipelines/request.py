@@ -19,8 +19,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from pipelines.timing import SPACINGS
-from pipelines.walks import WALKS as WALK_REGISTRY
-from pipelines.walks import get_walk
+from pipelines.walks import WALKS as WALK_REGISTRY, get_walk
 
 INTERPS = ("slerp", "lerp")
 NOISE_INTERPS = ("slerp", "lerp")
@@ -35,7 +34,6 @@ SHOWN_CHARS = 40  # how much of a bad value a message echoes
 
 
 # ---------------------------------------------------------------- text forms of the values
-
 def shown(value: Any, chars: int = SHOWN_CHARS) -> str:
     """How a message echoes a value: its repr, cut to `chars` characters with the full length said."""
     if isinstance(value, str) and len(value) > chars:
@@ -124,7 +122,6 @@ def format_value(value: Any, kind: str | None = None) -> Any:
 
 
 # ---------------------------------------------------------------- the declaration
-
 @dataclass(frozen=True)
 class Option:
     """How one request field is offered and checked outside Python."""
@@ -251,7 +248,6 @@ def parse_option(name: str, value: Any) -> Any:
 
 
 # ---------------------------------------------------------------- checks (the limits are in pipelines/limits.py)
-
 def check_request(request: MorphRequest) -> None:
     """Raise ValueError naming the first bad field, its value and the rule it breaks."""
     prompts = request.prompts

@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,18 +161,25 @@ THREADS_HELP = ("CPU threads torch renders with: 'auto' uses the cores other pro
                 "before each render and during it; a number fixes it")
 
 
-def add_threads_flag(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
-    """`--threads auto|N`, its default from `LATENT_MORPH_THREADS`: the same flag for the CLI and the service."""
-    def convert(text: str) -> int | None:
+def add_env_flag(parser: argparse.ArgumentParser, name: str, parse: Callable[[str], object], env_name: str,
+                 default: str, metavar: str, help: str, environ: Mapping[str, str] | None = None) -> None:
+    """`--name`, parsed by `parse` (its ValueError becomes argparse's one-line error), its default from
+    `env_name`: one way for the CLI's and the service's machine flags (threads, lanes)."""
+    def convert(text: str) -> object:
         try:
-            return parse_threads(text)
+            return parse(text)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
-    convert.__name__ = "threads"
+    convert.__name__ = name
     env = os.environ if environ is None else environ
-    parser.add_argument("--threads", type=convert, default=(env.get(THREADS_ENV) or "").strip() or AUTO,
-                        metavar="auto|N", help=f"{THREADS_HELP} ({THREADS_ENV}; default auto)")
+    parser.add_argument(f"--{name}", type=convert, default=(env.get(env_name) or "").strip() or default,
+                        metavar=metavar, help=f"{help} ({env_name}; default {default})")
+
+
+def add_threads_flag(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """`--threads auto|N`, its default from `LATENT_MORPH_THREADS`: the same flag for the CLI and the service."""
+    add_env_flag(parser, "threads", parse_threads, THREADS_ENV, AUTO, "auto|N", THREADS_HELP, environ)
 
 
 class ThreadGovernor:
