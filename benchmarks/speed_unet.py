@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipelines.compiling import compiled_module
+from pipelines.compiling import compiled_module, sample_inputs_of
 from pipelines.lanes import LanedUNet, Lanes, lanes_for
 from pipelines.threads import usable_cores
 from pipelines.openvino_unet import openvino_available, openvino_unet
@@ -112,8 +112,9 @@ def unet_rows(unet: torch.nn.Module, compile_too: bool = True) -> list[dict]:
 
 
 def openvino_prepare_s(unet: torch.nn.Module) -> dict | None:
-    """Seconds to convert and compile the UNet for OpenVINO with an empty cache folder, then again from
-    the folder the first left (a second process's case); None without the optional package."""
+    """Seconds to convert the UNet for OpenVINO and compile it for the engine's call shape (its first
+    call), with an empty cache folder, then again from the folder the first left (a second process's
+    case); None without the optional package."""
     if not openvino_available():
         return None
     import tempfile
@@ -124,7 +125,7 @@ def openvino_prepare_s(unet: torch.nn.Module) -> dict | None:
     with tempfile.TemporaryDirectory(prefix="speed-bench-openvino-") as folder:
         for label in ("cold", "warm"):
             began = time.perf_counter()
-            OpenVINOUNet(unet, threads=torch.get_num_threads(), cache=Path(folder))
+            OpenVINOUNet(unet, threads=torch.get_num_threads(), cache=Path(folder))(*sample_inputs_of(unet, ENGINE_ROWS))
             figures[label] = time.perf_counter() - began
     return figures
 

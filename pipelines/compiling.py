@@ -27,10 +27,11 @@ CPU_COMPILE_WARM_S = 33.0  # measured 28-29 s and 29-33 s
 CPU_SAVED_S_PER_ROW_STEP = 0.0009  # measured 1.47 ms (shapes64) and 0.94 ms (scenes) a row, 16 rows a call
 LATENT_PIXELS_MEASURED = 16 * 16
 RECOMPILE_LIMIT = 64
-# OpenVINO's preparation (convert and compile; from the converted model on disk: load and compile,
-# plus importing openvino) and the UNet time per row and step it saves against the eager UNet.
-OPENVINO_PREPARE_COLD_S = 30.0  # measured 10 s (shapes64) and 28 s (scenes) on a loaded machine
-OPENVINO_PREPARE_WARM_S = 1.5  # measured 0.5-0.6 s, and 0.6 s to import openvino
+# OpenVINO's preparation (convert, then compile for the render's call shape; from the converted model
+# on disk: load and compile, plus importing openvino) and the UNet time per row and step it saves
+# against the eager UNet.
+OPENVINO_PREPARE_COLD_S = 30.0  # measured 8-10 s (shapes64) and 8-28 s (scenes), some on a loaded machine
+OPENVINO_PREPARE_WARM_S = 2.0  # measured 1.2-1.3 s (a shape's compile: 0.5 s), and 0.3-0.6 s to import openvino
 OPENVINO_SAVED_S_PER_ROW_STEP = 0.002  # against the eager UNet: measured 0.8-2.3 ms (16 and 64 frames)
 
 

@@ -21,9 +21,11 @@ in one process, alternating rounds, best of 8, ms per UNet call at 16 x 16 laten
     scenes     32           110                           85                           151
 
 Streams won every case (and again, by 16-34%, in a second run under heavier load), so the
-default is a stream a thread (`default_streams`; only 2 cores measured). Preparing: 10 s
-(shapes64) and 28 s (scenes) with an empty cache (tracing and converting; the compile is
-about 1.5 s), 0.5 s in a new process from the disk cache. Outputs differ from the eager
+default is a stream a thread (`default_streams`; only 2 cores measured). Each call shape
+then gets its own compiled graph (`pipelines/openvino_shapes.py`: fixed shapes run 20-25%
+faster than the dynamic graph those figures are from). Preparing: 8-10 s (shapes64) and
+8-28 s (scenes) with an empty cache (tracing and converting), 1.2 s in a new process from
+the disk cache, the first call's shape compiled (0.5 s a shape). Outputs differ from the eager
 UNet by at most 4e-6; frames of full renders (25 steps, guidance 7.5) are 89 dB PSNR or
 more against eager renders (the bar is 40), some bit-equal.
 """
@@ -42,6 +44,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from pipelines.openvino_shapes import MAX_STATIC_SHAPES, STATIC_WEIGHTS_LIMIT, CompiledShapes, run_parts
 
 PIP_HINT = "pip install openvino"
 GRAPH_VERSION = "1"  # bump when the converted graph's inputs change, so stale files are not read
@@ -156,15 +160,23 @@ def converted_path(unet: torch.nn.Module, cache: Path | None = None) -> Path:
     return folder / IR_NAME
 
 
-def compile_config(threads: int, streams: int, cache: Path) -> dict[str, Any]:
+def compile_config(threads: int, streams: int, cache: Path, static: bool = False) -> dict[str, Any]:
     """CPU plugin settings: float32 throughout, `streams` streams sharing `threads` threads."""
-    return {
+    config = {
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": streams,
         "INFERENCE_PRECISION_HINT": "f32",  # the default on avx2, bf16 on CPUs with AMX or avx512_bf16
         "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,  # no int8 activations, whatever a later default
-        "CACHE_DIR": str(cache / "compiled"),  # OpenVINO's own cache of compiled blobs
+        # Two compiled shapes run at once in one call (see openvino_shapes.run_parts).
+        "ENABLE_CPU_PINNING": False,
     }
+    if not static:  # a shape's compile takes 0.5 s either way; its blobs would pile up on disk
+        config["CACHE_DIR"] = str(cache / "compiled")  # OpenVINO's own cache of compiled blobs
+    return config
+
+
+def weights_bytes(unet: torch.nn.Module) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in unet.state_dict().values())
 
 
 def _refuse(timestep_cond: Any, cross_attention_kwargs: Any, added_cond_kwargs: Any, extra: dict) -> None:
@@ -215,9 +227,10 @@ class OpenVINOUNet:
         cache = cache or cache_dir()
         self.path = converted_path(unet, cache)
         core = ov.Core()
-        self.compiled = core.compile_model(str(self.path), "CPU",
-                                           compile_config(self.threads, self.streams, cache))
-        self._requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
+        static = weights_bytes(unet) <= STATIC_WEIGHTS_LIMIT
+        self.shapes = CompiledShapes(core, core.read_model(str(self.path)),
+                                     compile_config(self.threads, self.streams, cache, static),
+                                     self.streams, MAX_STATIC_SHAPES if static else 0)
         self._lock = _RUN_LOCK  # the infer requests hold their buffers between start and wait
 
     def __getattr__(self, name: str) -> Any:
@@ -253,14 +266,10 @@ class OpenVINOUNet:
     def _infer(self, inputs: list[np.ndarray]) -> np.ndarray:
         """The rows split over the streams, run at once, then joined (one part: one request)."""
         rows = inputs[0].shape[0]
-        parts = np.array_split(np.arange(rows), min(self.streams, rows))
+        parts = [[array[int(part[0]):int(part[-1]) + 1] for array in inputs]
+                 for part in np.array_split(np.arange(rows), min(self.streams, rows))]
         with self._lock:
-            for request, part in zip(self._requests, parts):
-                start, stop = int(part[0]), int(part[-1]) + 1
-                request.start_async([array[start:stop] for array in inputs], share_inputs=True)
-            for request in self._requests[:len(parts)]:
-                request.wait()
-            return np.concatenate([request.get_output_tensor(0).data for request in self._requests[:len(parts)]])
+            return run_parts(self.shapes, parts)
 
 
 # One OpenVINO call at a time in a process: two models' requests started at once from two threads

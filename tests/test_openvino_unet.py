@@ -70,7 +70,7 @@ def test_matches_eager_for_any_rows_with_one_conversion(unet, one_stream, two_st
         assert noise.shape == reference.shape and noise.dtype == reference.dtype
         assert (noise - reference).abs().max().item() < TOLERANCE
     assert one_stream.path == two_streams.path
-    assert one_stream.compiled.input(0).get_partial_shape()[0].is_dynamic  # rows: any
+    assert one_stream.shapes.model.input(0).get_partial_shape()[0].is_dynamic  # one graph for any rows
 
 
 @pytest.mark.parametrize("timestep", [torch.tensor(321), 321, 321.5, torch.tensor([10.0, 400.0, 999.0]),
@@ -109,16 +109,22 @@ def test_reads_what_the_pipeline_reads_from_the_torch_unet(unet, one_stream) -> 
         one_stream.no_such_attribute  # noqa: B018
 
 
-def test_runs_float32_with_float32_weights(one_stream) -> None:
-    assert one_stream.compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+def test_runs_float32_with_float32_weights(unet, one_stream) -> None:
+    sample, context = inputs(unet, 2)
+    one_stream(sample, 500, encoder_hidden_states=context)
+    assert one_stream.shapes.last_compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
     model = openvino.Core().read_model(str(one_stream.path))
     weights = [op for op in model.get_ops() if op.get_type_name() == "Constant"]
     assert weights and not any(op.get_element_type() in (openvino.Type.f16, openvino.Type.bf16) for op in weights)
 
 
-def test_streams_compile_as_asked(one_stream, two_streams) -> None:
-    assert one_stream.compiled.get_property("NUM_STREAMS") == 1
-    assert two_streams.compiled.get_property("NUM_STREAMS") == 2
+def test_streams_compile_as_asked(unet, one_stream, two_streams) -> None:
+    for stand_in, streams in ((one_stream, 1), (two_streams, 2)):
+        sample, context = inputs(unet, 4)
+        stand_in(sample, 500, encoder_hidden_states=context)
+        assert stand_in.shapes.last_compiled.get_property("NUM_STREAMS") == streams
+        # unpinned: two shapes' first streams run at once (see openvino_shapes.run_parts)
+        assert stand_in.shapes.last_compiled.get_property("ENABLE_CPU_PINNING") is False
 
 
 def test_stock_pipeline_render_matches_eager(tiny_model, two_streams) -> None:
