@@ -7,12 +7,17 @@ class, and the compile settings), not the engine.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from typing import Any
+
+PARENT_CHECK_S = 1.0
 
 
 def serve(connection: Any, unet_class: type, config: dict, state: dict, compile: bool, threads: int,
           warm_rows: tuple[int, ...]) -> None:
     """Build the UNet, say ready, then answer ("run", sample, timestep, context | None) until told to stop."""
+    exit_with_parent(os.getppid())
     try:
         unet, network = _build(unet_class, config, state, compile, threads, warm_rows)
     except Exception as error:  # reported to the caller, which renders without lanes
@@ -20,6 +25,20 @@ def serve(connection: Any, unet_class: type, config: dict, state: dict, compile:
         return
     connection.send(("ready", os.getpid()))
     _answer(connection, unet, network)
+
+
+def exit_with_parent(parent: int) -> threading.Thread:
+    """End this process once `parent` is gone. A killed parent never sends the stop message, and a
+    worker still compiling (minutes) would not notice its closed pipe until it tried to answer; an
+    orphan is handed to another parent, so its parent pid changes."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    watcher = threading.Thread(target=watch, name="lane-parent-watch", daemon=True)
+    watcher.start()
+    return watcher
 
 
 def _build(unet_class: type, config: dict, state: dict, compile: bool, threads: int,

@@ -209,3 +209,46 @@ def test_a_compiled_worker_answers_with_its_eager_unet_rather_than_compile_again
     with torch.no_grad():
         expected = unet(sample, timestep, encoder_hidden_states=context).sample
     torch.testing.assert_close(_noise(unet, would_recompile, sample, timestep, context), expected)
+
+
+# ---------------------------------------------------------------- orphans
+
+
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", '''
+import os, time
+from pipelines.lane_worker import exit_with_parent
+exit_with_parent(os.getppid())
+print("watching", flush=True)
+time.sleep(600)
+'''], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "watching"
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan that exited may wait for the init process to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_a_worker_ends_when_its_parent_is_killed() -> None:
+    root = Path(__file__).resolve().parent.parent
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, cwd=root)
+    try:
+        worker = int(parent.stdout.readline())
+        assert _running(worker)
+    finally:
+        parent.kill()  # no stop message, no closed pipe read: only the parent watch can end the worker
+        parent.wait()
+    deadline = time.monotonic() + 60
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(worker)
