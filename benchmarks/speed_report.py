@@ -83,7 +83,8 @@ def lanes_line(started: dict | None) -> str:
 def openvino_line(prepared: dict | None) -> str:
     if not prepared:
         return ""
-    return (f"OpenVINO's preparation (convert and compile): {prepared['cold']:.1f} s with an empty cache, "
+    return (f"OpenVINO's preparation (convert, then compile for the engine's call shape: its first call): "
+            f"{prepared['cold']:.1f} s with an empty cache, "
             f"{prepared['warm']:.1f} s from the converted model an earlier process left on disk.")
 
 

@@ -31,8 +31,9 @@ RECOMPILE_LIMIT = 64
 # on disk: load and compile, plus importing openvino) and the UNet time per row and step it saves
 # against the eager UNet.
 OPENVINO_PREPARE_COLD_S = 30.0  # measured 8-10 s (shapes64) and 8-28 s (scenes), some on a loaded machine
-OPENVINO_PREPARE_WARM_S = 2.0  # measured 1.2-1.3 s (a shape's compile: 0.5 s), and 0.3-0.6 s to import openvino
-OPENVINO_SAVED_S_PER_ROW_STEP = 0.002  # against the eager UNet: measured 0.8-2.3 ms (16 and 64 frames)
+OPENVINO_PREPARE_WARM_S = 2.0  # measured 1.2-1.8 s (a shape's compile: 0.5 s), and 0.3-0.6 s to import openvino
+# against the eager engine, whole renders: measured 3.5-5.3 ms (both models, 16 and 64 frames)
+OPENVINO_SAVED_S_PER_ROW_STEP = 0.0035
 
 
 COMPILE_HELP = ("torch.compile the UNet: 'auto' does where it pays (a GPU; on a CPU the service, in the "
