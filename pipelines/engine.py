@@ -241,9 +241,9 @@ class Morpher:
             if job.uncond.pooled is not None:
                 inputs["negative_pooled_prompt_embeds"] = job.uncond.pooled.repeat(rows, 1)
         generators = step_generators(seeds, self.latent_shape(request), self._dtype())
-        with unet_for_batch(self.accelerator, mixing, DEEP_CACHE_INTERVALS[request.speed]):
+        with unet_for_batch(self.accelerator, mixing, DEEP_CACHE_INTERVALS[request.speed]) as accelerated:
             images, flagged = denoise(self.model.pipe, inputs, generators, request.steps, guidance, request.size,
-                                      job.progress, frames=len(points))
+                                      job.progress, frames=len(points), accelerated=accelerated)
         return images[: len(points)], flagged[: len(points)]  # the anchors' pictures are not output
 
     # ------------------------------------------------------------ identity of a frame

@@ -140,11 +140,14 @@ def denoise(
     size: tuple[int, int],
     progress: Progress,
     frames: int | None = None,
+    accelerated: bool = False,
 ) -> tuple[list["Image.Image"], list[bool]]:
     """One call of the stock pipeline for a batch: (images, flagged by the safety checker).
 
     `frames` is how many of the batch's rows are output frames (the rest are anchors
-    rendered for attention interpolation); progress counts those only.
+    rendered for attention interpolation); progress counts those only. `accelerated`: the
+    UNet is a compiled or converted one (frames within float rounding of plain renders, not
+    bit-equal), so on a CPU the VAE may decode in its faster layout too.
     """
     progress.check_stop()
     count = inputs["latents"].shape[0]
@@ -157,7 +160,8 @@ def denoise(
         height=size[1],
         generator=generators,
         output_type="pil",
-        callback_on_step_end=decoding_channels_last(progress.callback) if pipe.device.type == "cpu" else progress.callback,
+        callback_on_step_end=(decoding_channels_last(progress.callback) if accelerated and pipe.device.type == "cpu"
+                              else progress.callback),
     )
     # SDXL pipelines have no safety checker and no such field.
     flagged = getattr(output, "nsfw_content_detected", None) or [False] * count
@@ -168,7 +172,8 @@ def denoise(
 def decoding_channels_last(callback: Callable[..., dict]) -> Callable[..., dict]:
     """`callback` that also hands the last step's latents to the VAE in channels-last layout: the
     same values, decoded 20-30% faster on the CPU (oneDNN's NHWC convolutions; measured on both
-    bundled models' decoders, 8 frames)."""
+    bundled models' decoders, 8 frames). Not bit-equal to the default layout's decode (about
+    90 dB), so eager renders keep the default: their keyframes are plain diffusers' pixels."""
     def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict) -> dict:
         changed = callback(pipe, step, timestep, tensors)
         if step + 1 == pipe.num_timesteps and "latents" in tensors:
@@ -179,13 +184,14 @@ def decoding_channels_last(callback: Callable[..., dict]) -> Callable[..., dict]
 
 
 @contextmanager
-def unet_for_batch(accelerator: "Accelerator", mixing: Mixing | None, deep_cache_interval: int) -> Iterator[None]:
+def unet_for_batch(accelerator: "Accelerator", mixing: Mixing | None, deep_cache_interval: int) -> Iterator[bool]:
     """The UNet a batch runs on: the compiled one (exact speed-ups) for plain renders; the eager one
-    with attention processors (interpolation) or hooks (the approximate deep-feature cache)."""
+    with attention processors (interpolation) or hooks (the approximate deep-feature cache).
+    Yields whether the batch runs on an accelerated UNet."""
     if mixing is None and deep_cache_interval == 1:
-        with accelerator.applied():
-            yield
+        with accelerator.applied() as accelerated:
+            yield accelerated
         return
     with accelerator.hookable() as unet, interpolated_attention(unet, mixing), \
             deep_feature_cache(unet, deep_cache_interval):
-        yield
+        yield False

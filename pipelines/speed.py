@@ -18,7 +18,8 @@ A render's time is the UNet's (over 90% of it). What pays, measured by
   shapes ran 20-25% faster than one dynamic graph.
 - **channels_last** on CUDA (the usual tensor-core layout); on this CPU it measured no
   better than the default layout once compiled, so the CPU keeps the default for the UNet,
-  but hands the VAE decoder channels-last latents (pipelines/render.py): 20-30% faster decodes.
+  but with an accelerated UNet hands the VAE decoder channels-last latents
+  (pipelines/render.py): 20-30% faster decodes.
 - the thread policy (pipelines/threads.py).
 
 Measured and not on by default: lanes (pipelines/lanes.py, `--lanes N`: rows split over
@@ -226,20 +227,20 @@ class Accelerator:
             self.pipe.unet = unet
 
     @contextmanager
-    def applied(self) -> Iterator[None]:
+    def applied(self) -> Iterator[bool]:
         """Inside the block the pipeline calls the compiled UNet once it is ready, split over the lanes
-        once they are."""
+        once they are; yields whether it does (False: the eager UNet, bit-equal to plain renders)."""
         from pipelines.lanes import LanedUNet
 
         compiled = self.compiled if self.compiled is not None and self.ready.is_set() else None
         lanes = self.lanes if self.lanes is not None and self.lanes.usable() else None
         if compiled is None and lanes is None:
-            yield
+            yield False
             return
         unet = self.pipe.unet
         self.pipe.unet = LanedUNet(compiled if compiled is not None else unet, lanes) if lanes is not None else compiled
         try:
-            yield
+            yield True
         finally:
             self.pipe.unet = unet
 

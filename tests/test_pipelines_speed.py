@@ -80,11 +80,11 @@ def test_the_pipeline_calls_the_compiled_unet_only_once_it_is_ready(tiny_model) 
     accelerator = Accelerator(tiny_model.pipe, tiny_model.device, SpeedSettings(compile="on"))
     unet = tiny_model.pipe.unet
     accelerator.compiled = stand_in = torch.nn.Identity()  # what `prepare` would put there
-    with accelerator.applied():
-        assert tiny_model.pipe.unet is unet  # not ready yet: the eager UNet renders
+    with accelerator.applied() as accelerated:
+        assert tiny_model.pipe.unet is unet and not accelerated  # not ready yet: the eager UNet renders
     accelerator.ready.set()
-    with accelerator.applied():
-        assert tiny_model.pipe.unet is stand_in
+    with accelerator.applied() as accelerated:
+        assert tiny_model.pipe.unet is stand_in and accelerated
     assert tiny_model.pipe.unet is unet
 
 
