@@ -16,10 +16,12 @@ from pipelines.openvino_unet import OpenVINOUNet  # noqa: E402
 TOLERANCE = 1e-4
 
 
-@pytest.fixture()
-def unet(tiny_model, tmp_path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    return tiny_model.pipe.unet
+@pytest.fixture(scope="module")
+def unet(tiny_model, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny UNet, converted once for this module into an empty cache folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield tiny_model.pipe.unet
 
 
 def call(stand_in: OpenVINOUNet, unet, rows: int, side: int | None = None) -> None:
