@@ -145,6 +145,14 @@ def converted_path(unet: torch.nn.Module, cache: Path | None = None) -> Path:
     folder = (cache or cache_dir()) / unet_key(unet, ov.__version__)
     if (folder / IR_NAME).is_file():
         return folder / IR_NAME
+    with _CONVERT_LOCK:
+        return _convert_and_save(unet, folder)
+
+
+def _convert_and_save(unet: torch.nn.Module, folder: Path) -> Path:
+    ov = _openvino()
+    if (folder / IR_NAME).is_file():  # converted by another thread while this one waited
+        return folder / IR_NAME
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
@@ -271,6 +279,11 @@ class OpenVINOUNet:
         with self._lock:
             return run_parts(self.shapes, parts)
 
+
+# One conversion at a time in a process: torch.jit.trace (which convert_model runs) keeps global
+# state, and two UNets traced at once from two threads (a service preparing both bundled models)
+# fail its check that two traces of one model agree.
+_CONVERT_LOCK = threading.Lock()
 
 # One OpenVINO call at a time in a process: two models' requests started at once from two threads
 # (a service's background preparation of both bundled models) hung the process. Each call already

@@ -1,6 +1,6 @@
 """The OpenVINO UNet compiles each input shape it meets, keeps the latest few, answers the same
 as the torch UNet whichever shapes a call's parts have, and runs big UNets on the one dynamic
-graph. Needs the optional `openvino` package."""
+graph; two UNets convert at once from two threads. Needs the optional `openvino` package."""
 
 from __future__ import annotations
 
@@ -74,3 +74,30 @@ def test_a_big_unet_runs_the_dynamic_graph(unet, monkeypatch: pytest.MonkeyPatch
         call(stand_in, unet, rows, side)
     assert stand_in.shapes.compiles == 1 and stand_in.shapes.cached_shapes() == []
     assert stand_in.shapes.last_compiled.input(0).get_partial_shape().is_dynamic
+
+
+def test_two_unets_converted_at_once_from_two_threads_both_convert(tiny_model, tmp_path) -> None:
+    """A service prepares both bundled models on background threads; tracing two at once failed."""
+    import copy
+    import threading
+
+    first = copy.deepcopy(tiny_model.pipe.unet)
+    second = copy.deepcopy(tiny_model.pipe.unet)
+    with torch.no_grad():
+        next(iter(second.parameters())).view(-1)[0] += 1e-3  # another weight: its own conversion
+    paths: dict[int, object] = {}
+    errors: list[BaseException] = []
+
+    def convert(index: int, unet) -> None:
+        try:
+            paths[index] = openvino_unet.converted_path(unet, tmp_path)
+        except BaseException as error:  # reported below by the test thread
+            errors.append(error)
+
+    workers = [threading.Thread(target=convert, args=(index, unet)) for index, unet in enumerate((first, second))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=600)
+    assert not errors, errors
+    assert len(paths) == 2 and paths[0] != paths[1] and all(path.is_file() for path in paths.values())
