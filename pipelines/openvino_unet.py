@@ -50,6 +50,17 @@ from pipelines.openvino_shapes import MAX_STATIC_SHAPES, STATIC_WEIGHTS_LIMIT, C
 PIP_HINT = "pip install openvino"
 GRAPH_VERSION = "1"  # bump when the converted graph's inputs change, so stale files are not read
 IR_NAME = "unet.xml"
+
+# One conversion at a time in a process: torch.jit.trace (which convert_model runs) keeps global
+# state, and two UNets traced at once from two threads (a service preparing both bundled models)
+# fail its check that two traces of one model agree.
+_CONVERT_LOCK = threading.Lock()
+
+# One OpenVINO call at a time in a process: two models' requests started at once from two threads
+# (a service's background preparation of both bundled models) hung the process. Each call already
+# uses every core, so running them one after the other loses nothing.
+_RUN_LOCK = threading.Lock()
+
 # Measured (table above): a batch split over a stream a thread beat one request with all threads.
 STREAMS_WIN = True
 
@@ -239,7 +250,6 @@ class OpenVINOUNet:
         self.shapes = CompiledShapes(core, core.read_model(str(self.path)),
                                      compile_config(self.threads, self.streams, cache, static),
                                      self.streams, MAX_STATIC_SHAPES if static else 0)
-        self._lock = _RUN_LOCK  # the infer requests hold their buffers between start and wait
 
     def __getattr__(self, name: str) -> Any:
         unet = self.__dict__.get("unet")
@@ -276,19 +286,8 @@ class OpenVINOUNet:
         rows = inputs[0].shape[0]
         parts = [[array[int(part[0]):int(part[-1]) + 1] for array in inputs]
                  for part in np.array_split(np.arange(rows), min(self.streams, rows))]
-        with self._lock:
+        with _RUN_LOCK:  # the infer requests hold their buffers between start and wait
             return run_parts(self.shapes, parts)
-
-
-# One conversion at a time in a process: torch.jit.trace (which convert_model runs) keeps global
-# state, and two UNets traced at once from two threads (a service preparing both bundled models)
-# fail its check that two traces of one model agree.
-_CONVERT_LOCK = threading.Lock()
-
-# One OpenVINO call at a time in a process: two models' requests started at once from two threads
-# (a service's background preparation of both bundled models) hung the process. Each call already
-# uses every core, so running them one after the other loses nothing.
-_RUN_LOCK = threading.Lock()
 
 
 def openvino_unet(unet: torch.nn.Module, threads: int, streams: int | None = None) -> OpenVINOUNet:

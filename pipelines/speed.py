@@ -13,9 +13,8 @@ A render's time is the UNet's (over 90% of it). What pays, measured by
   enough to pay the compile back (`pays_to_compile` in pipelines/compiling.py, from the measured break-even).
 - **OpenVINO** on a CPU, when the optional package is installed: `auto` converts the
   bundled models' UNet (pipelines/openvino_unet.py), the fastest exact setting measured
-  there; without it, torch.compile as above.
-- **OpenVINO** compiles each call shape it meets (pipelines/openvino_shapes.py): fixed
-  shapes ran 20-25% faster than one dynamic graph.
+  there, compiled for each call shape it meets (pipelines/openvino_shapes.py: fixed shapes
+  ran 20-25% faster than one dynamic graph); without it, torch.compile as above.
 - **channels_last** on CUDA (the usual tensor-core layout); on this CPU it measured no
   better than the default layout once compiled, so the CPU keeps the default for the UNet,
   but with an accelerated UNet hands the VAE decoder channels-last latents
@@ -52,8 +51,6 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI builds its flag
     import torch
 
 log = logging.getLogger(__name__)
-# `auto` picks OpenVINO on a CPU when the optional package is installed (see Accelerator._mode)
-AUTO_OPENVINO = True
 
 
 @dataclass(frozen=True)
@@ -145,7 +142,7 @@ class Accelerator:
         from pipelines.openvino_unet import openvino_available
 
         auto = self.settings.compile == "auto"
-        if auto and self.device.type == "cpu" and not self._heavy() and openvino_available() and AUTO_OPENVINO:
+        if auto and self.device.type == "cpu" and not self._heavy() and openvino_available():
             return OPENVINO
         return self.settings.compile
 
