@@ -25,7 +25,8 @@ Measured and not on by default: lanes (pipelines/lanes.py, `--lanes N`: rows spl
 worker processes; no faster than the compiled UNet on 2 cores). Measured and not kept:
 lanes as threads of one process (the modules' Python holds the GIL), inductor's C++
 wrapper and fused QKV on the CPU (no gain beyond noise), classic attention instead of
-SDPA (slower or equal).
+SDPA (slower or equal), torch.compile of the VAE decoder on the CPU (5-7% faster than
+the channels-last decode, after a 40-45 s compile: benchmarks/vae_compile_probe.py).
 
 Everything here keeps keyframes exact (>= 40 dB against plain renders: tested). It
 applies to plain-attention renders; attention interpolation and the deep-feature
